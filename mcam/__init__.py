@@ -1,0 +1,1 @@
+"""MCAM: cross-regional facial emotion recognition by multi-cue attention fusion."""

@@ -1,0 +1,166 @@
+"""The detector plugin interface: a face (image or clip) in, a labelled cue vector out."""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+
+class InputKind(str, Enum):
+    """What a detector reads: a still face crop or a short clip of face crops."""
+
+    IMAGE = "image"
+    CLIP = "clip"
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a detector's weights come from and whether they are usable offline now."""
+
+    source: str
+    available_offline: bool
+    licence: str = ""
+
+
+@dataclass
+class FaceBatch:
+    """A batch of face crops handed to `Detector.extract`.
+
+    images: RGB uint8 arrays [H, W, 3] (already cropped to the face).
+    clips: RGB uint8 arrays [T, H, W, 3] (for clip detectors; stills become clips by `still_to_clip`).
+    """
+
+    sample_ids: list[str]
+    images: list[np.ndarray] = field(default_factory=list)
+    clips: list[np.ndarray] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+@dataclass
+class TrainingSet:
+    """Faces with targets for `Detector.fit`: labels are canonical emotions; aus are ground-truth intensities."""
+
+    faces: list[np.ndarray]
+    labels: list[str]
+    subjects: list[str]
+    aus: np.ndarray | None = None
+    au_names: list[str] | None = None
+
+
+class DetectorUnavailableError(RuntimeError):
+    """The detector's weights cannot be had here (offline, missing file); the message says how to get them."""
+
+
+class Detector(ABC):
+    """Base class of every cue detector plugin.
+
+    Subclasses set `name`, `input_kind`, `prefix` and implement `output_names`,
+    `weights_info`, `_load` and `_extract`; trainable ones set `trainable = True`
+    and implement `fit` and `save`.
+    """
+
+    name: ClassVar[str]
+    input_kind: ClassVar[InputKind] = InputKind.IMAGE
+    prefix: ClassVar[str]
+    trainable: ClassVar[bool] = False
+
+    def __init__(self, device: str | None = None, **config: Any) -> None:
+        self.device = device or default_device()
+        self.config: dict[str, Any] = dict(config)
+        self._loaded = False
+
+    # --- description -------------------------------------------------
+    @abstractmethod
+    def output_names(self) -> list[str]:
+        """Names of the cue dimensions without prefix (e.g. 'happy', 'AU12_r', '0017')."""
+
+    @property
+    def labels(self) -> list[str]:
+        """Cue column labels, prefixed: 'macro.happy', 'au.AU12_r', 'vgg.0017'."""
+        return [f"{self.prefix}.{n}" for n in self.output_names()]
+
+    @property
+    def dim(self) -> int:
+        return len(self.output_names())
+
+    @abstractmethod
+    def weights_info(self) -> WeightsInfo:
+        """Where the weights come from and whether they are available offline."""
+
+    def weights_digest(self) -> str:
+        """A hash of the weights actually used; default: hash of the model's state_dict."""
+        self.load()
+        module = getattr(self, "model", None)
+        if module is None:
+            return "no-weights"
+        digest = hashlib.sha256()
+        for key, tensor in sorted(module.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        """Hash of name, config and weights: any change invalidates cached cues."""
+        payload = json.dumps({"name": self.name, "config": self.config, "weights": self.weights_digest()},
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    # --- use ----------------------------------------------------------
+    def load(self) -> None:
+        """Load weights once, lazily."""
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Load weights (raise DetectorUnavailableError with instructions if impossible)."""
+
+    def extract(self, batch: FaceBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Cues float32 [B, D] and validity bool [B] for a batch of faces."""
+        self.load()
+        cues, valid = self._extract(batch)
+        cues = np.asarray(cues, dtype=np.float32)
+        valid = np.asarray(valid, dtype=bool)
+        if cues.shape != (len(batch), self.dim) or valid.shape != (len(batch),):
+            raise RuntimeError(f"{self.name}: extract returned {cues.shape}/{valid.shape}, "
+                               f"expected ({len(batch)}, {self.dim})/({len(batch)},)")
+        cues[~valid] = 0.0
+        return cues, valid
+
+    @abstractmethod
+    def _extract(self, batch: FaceBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Detector-specific extraction."""
+
+    def fit(self, train: TrainingSet, val: TrainingSet | None = None, **kwargs: Any) -> dict[str, float]:
+        """Train or fine-tune on faces; returns final metrics. Only for trainable detectors."""
+        raise NotImplementedError(f"detector {self.name!r} is not trainable")
+
+    def save(self, path: str | Path) -> Path:
+        """Save trained weights + config as a checkpoint usable via config `weights: PATH`."""
+        raise NotImplementedError(f"detector {self.name!r} is not trainable")
+
+
+def default_device() -> str:
+    """'cuda' when a GPU is visible, else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def still_to_clip(image: np.ndarray, frames: int) -> np.ndarray:
+    """Documented rule for clip detectors given a still: the still repeated `frames` times (zero motion)."""
+    return np.repeat(image[None], frames, axis=0)
+
+
+def stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack equally shaped arrays (helper for detectors)."""
+    return np.stack(list(arrays), axis=0)

@@ -1,0 +1,147 @@
+"""The dataset manifest: one validated table per dataset (see DESIGN.md)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mcam.labels import CANONICAL
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("sample_id", "path", "label", "region", "dataset", "subject")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("group", "frames", "bbox", "split", "kind", "clip", "micro_clip", "micro_label")
+KINDS: tuple[str, ...] = ("image", "clip")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+AU_COLUMN = re.compile(r"^AU\d{2}$")
+MANIFEST_FILE = "manifest.csv"
+
+
+class ManifestError(ValueError):
+    """A manifest that breaks the schema; the message names the file, row and column."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest table plus the root its relative paths start from."""
+
+    table: pd.DataFrame
+    root: Path
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def au_columns(self) -> list[str]:
+        """Ground-truth AU intensity columns (e.g. AU12), if the dataset carries them."""
+        return [c for c in self.table.columns if AU_COLUMN.match(c)]
+
+    @property
+    def regions(self) -> list[str]:
+        return sorted(self.table["region"].unique())
+
+    def resolve(self, relative: str) -> Path:
+        """Absolute path of a manifest path value."""
+        return self.root / relative
+
+    def subset(self, mask: pd.Series) -> "Manifest":
+        """Rows selected by a boolean mask, same root."""
+        return Manifest(self.table[mask].reset_index(drop=True), self.root)
+
+    def fingerprint(self) -> str:
+        """Hash of the table's content: changes whenever a row or value changes."""
+        hashed = pd.util.hash_pandas_object(self.table.astype(str), index=False).values
+        return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
+def _fail(source: str, row: int | None, column: str | None, message: str) -> None:
+    where = source
+    if row is not None:
+        where += f", row {row + 2}"  # +2: header line and 1-based numbering, as in a spreadsheet
+    if column is not None:
+        where += f", column {column!r}"
+    raise ManifestError(f"{where}: {message}")
+
+
+def validate(table: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
+    """Check the schema and return the table with normalised dtypes; raise ManifestError naming row and column."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        _fail(source, None, None, f"missing required columns {missing}; required: {list(REQUIRED_COLUMNS)}")
+    table = table.copy()
+    for column in REQUIRED_COLUMNS:
+        empty = table[column].isna() | (table[column].astype(str).str.strip() == "")
+        if empty.any():
+            _fail(source, int(empty.to_numpy().argmax()), column, "empty value")
+        table[column] = table[column].astype(str)
+    duplicated = table["sample_id"].duplicated()
+    if duplicated.any():
+        row = int(duplicated.to_numpy().argmax())
+        _fail(source, row, "sample_id", f"duplicate sample_id {table['sample_id'].iloc[row]!r}")
+    unknown = ~table["label"].isin(CANONICAL)
+    if unknown.any():
+        row = int(unknown.to_numpy().argmax())
+        _fail(source, row, "label", f"unknown label {table['label'].iloc[row]!r}; canonical labels: {list(CANONICAL)}")
+    if "kind" in table.columns:
+        bad = ~table["kind"].isin(KINDS)
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            _fail(source, row, "kind", f"unknown kind {table['kind'].iloc[row]!r}; expected one of {list(KINDS)}")
+    if "split" in table.columns:
+        present = table["split"].notna() & (table["split"].astype(str) != "")
+        bad = present & ~table["split"].isin(SPLITS)
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            _fail(source, row, "split", f"unknown split {table['split'].iloc[row]!r}; expected one of {list(SPLITS)}")
+    if "bbox" in table.columns:
+        for row, value in enumerate(table["bbox"]):
+            if isinstance(value, str) and value.strip():
+                parts = value.split()
+                if len(parts) != 4 or not all(p.lstrip("-").isdigit() for p in parts) or int(parts[2]) <= 0 or int(parts[3]) <= 0:
+                    _fail(source, row, "bbox", f"bbox {value!r} is not 'x y width height' in pixels")
+    for column in [c for c in table.columns if AU_COLUMN.match(c)]:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() & table[column].notna()
+        if bad.any():
+            _fail(source, int(bad.to_numpy().argmax()), column, f"AU intensity {table[column].iloc[int(bad.to_numpy().argmax())]!r} is not a number")
+        table[column] = values.astype("float32")
+    return table
+
+
+def check_files(manifest: Manifest, source: str = "manifest") -> None:
+    """Raise ManifestError naming the first row whose path does not exist."""
+    for row, rel in enumerate(manifest.table["path"]):
+        if not manifest.resolve(rel).exists():
+            _fail(source, row, "path", f"file not found: {manifest.resolve(rel)}")
+
+
+def load_manifest(path: str | os.PathLike, check_paths: bool = False) -> Manifest:
+    """Read and validate a manifest CSV (or a dataset folder holding manifest.csv)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_FILE
+    if not path.exists():
+        raise ManifestError(f"{path}: manifest not found")
+    # keep_default_na=False: codes like JAFFE's subject 'NA' are text, not missing values
+    text = {c: str for c in (*REQUIRED_COLUMNS, "group", "bbox", "split", "kind", "clip", "micro_clip", "micro_label")}
+    table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
+    manifest = Manifest(validate(table, source=str(path)), path.parent)
+    if check_paths:
+        check_files(manifest, source=str(path))
+    return manifest
+
+
+def save_manifest(manifest: Manifest | pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Validate and write a manifest CSV atomically."""
+    table = manifest.table if isinstance(manifest, Manifest) else manifest
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_FILE
+    table = validate(table, source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path

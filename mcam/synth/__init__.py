@@ -1,0 +1,1 @@
+"""Synthetic regional faces: AU-defined expressions rendered under regional display rules."""

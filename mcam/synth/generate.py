@@ -1,0 +1,188 @@
+"""Render the synthetic regional face dataset: images, clips, ground-truth AUs, manifest, contact sheet."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import yaml
+from tqdm import tqdm
+
+from mcam.labels import CANONICAL, head_map
+from mcam.manifest import save_manifest
+from mcam.synth.mesh import AU_NAMES, load_mesh_model
+from mcam.synth.regions import Region, Subject
+from mcam.synth.render import FaceRenderer, RenderParams
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synth" / "default.yaml"
+# Intensity envelopes over the frames of a clip (scaled to the clip length).
+SEQUENCE_ENVELOPE = np.array([0.0, 0.33, 0.67, 1.0, 1.0, 0.67, 0.33, 0.0])  # neutral -> apex -> offset
+MICRO_ENVELOPE = np.array([0.0, 0.0, 0.5, 1.0, 1.0, 0.5, 0.0, 0.0])  # brief onset/offset
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to render; loaded from configs/synth/*.yaml."""
+
+    regions: list[Region]
+    subjects_per_region: int
+    samples_per_emotion: int
+    image_size: int
+    clips: dict[str, Any]
+    splits: dict[str, float]
+    skin_tones: dict[str, list[float]]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, subjects_per_region: int | None = None) -> "SynthConfig":
+        path = Path(path)
+        data = yaml.safe_load(path.read_text())
+        regions = [Region.from_yaml(path.parent / r) for r in data["regions"]]
+        names = [r.name for r in regions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{path}: duplicate region names {names}")
+        return cls(regions, int(subjects_per_region or data["subjects_per_region"]), int(data["samples_per_emotion"]),
+                   int(data["image_size"]), dict(data.get("clips", {})), dict(data.get("splits", {})),
+                   dict(data["skin_tones"]))
+
+
+def _envelope(base: np.ndarray, frames: int) -> np.ndarray:
+    return np.interp(np.linspace(0, 1, frames), np.linspace(0, 1, len(base)), base)
+
+
+def _render_at(renderer: FaceRenderer, aus: np.ndarray, params: RenderParams, size: int, effective: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """Render with detail limited to `effective` pixels, then resample to `size` (low-resolution capture)."""
+    if effective >= size:
+        return renderer.render(aus, dataclasses.replace(params, size=size), rng)
+    small = renderer.render(aus, dataclasses.replace(params, size=effective, noise_sd=0.0), rng)
+    image = cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    image += rng.normal(0, params.noise_sd, image.shape).astype(np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _clip(renderer: FaceRenderer, aus: np.ndarray, params: RenderParams, envelope: np.ndarray, size: int,
+          rng: np.random.Generator) -> np.ndarray:
+    """Gray uint8 [T, size, size] frames of the AU vector under an intensity envelope, with slight head motion."""
+    frames = []
+    for weight in envelope:
+        moved = dataclasses.replace(params, size=size, yaw=params.yaw + rng.normal(0, 0.5),
+                                    pitch=params.pitch + rng.normal(0, 0.5), noise_sd=params.noise_sd * 0.5)
+        frames.append(cv2.cvtColor(renderer.render(aus * weight, moved, rng), cv2.COLOR_RGB2GRAY))
+    return np.stack(frames)
+
+
+def _render_subject(job: tuple[SynthConfig, int, int, int, str]) -> list[dict[str, Any]]:
+    """All samples of one subject (runs in a worker process); returns manifest rows."""
+    config, region_index, subject_index, seed, out = job
+    region = config.regions[region_index]
+    out_dir = Path(out)
+    renderer = FaceRenderer(load_mesh_model())
+    rng = np.random.default_rng([seed, region_index, subject_index])
+    subject: Subject = region.sample_subject(subject_index, config.skin_tones, rng)
+    micro3, micro4 = head_map("micro3"), head_map("micro4")
+    clips = config.clips
+    frames = int(clips.get("frames", 8))
+    rows = []
+    for emotion_index, emotion in enumerate(CANONICAL):
+        for rep in range(config.samples_per_emotion):
+            sample_rng = np.random.default_rng([seed, region_index, subject_index, emotion_index, rep])
+            sample_id = f"{subject.subject_id}-{emotion}-{rep}"
+            aus = region.sample_aus(emotion, subject, sample_rng)
+            params = region.sample_render(subject, config.image_size, sample_rng)
+            image = _render_at(renderer, aus, params, config.image_size, region.effective_resolution(sample_rng),
+                               sample_rng)
+            rel_image = Path("images") / region.name / f"{sample_id}.png"
+            (out_dir / rel_image.parent).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out_dir / rel_image), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            row: dict[str, Any] = {
+                "sample_id": sample_id, "path": rel_image.as_posix(), "label": emotion, "region": region.name,
+                "dataset": "synth", "subject": subject.subject_id, "group": subject.group, "kind": "image",
+                "bbox": f"0 0 {config.image_size} {config.image_size}",
+            }
+            clip_dir = out_dir / "clips" / region.name
+            if clips.get("sequence"):
+                clip_dir.mkdir(parents=True, exist_ok=True)
+                sequence = _clip(renderer, aus, params, _envelope(SEQUENCE_ENVELOPE, frames), clips["size"], sample_rng)
+                np.save(clip_dir / f"{sample_id}.seq.npy", sequence)
+                row["clip"] = f"clips/{region.name}/{sample_id}.seq.npy"
+            if clips.get("micro"):
+                clip_dir.mkdir(parents=True, exist_ok=True)
+                gain = float(sample_rng.uniform(*clips.get("micro_gain", [0.2, 0.4])))
+                micro = _clip(renderer, aus * gain, params, _envelope(MICRO_ENVELOPE, frames), clips["size"], sample_rng)
+                np.save(clip_dir / f"{sample_id}.micro.npy", micro)
+                row["micro_clip"] = f"clips/{region.name}/{sample_id}.micro.npy"
+                row["micro_label"] = micro3.target(emotion) or micro4.target(emotion)
+            row.update({name: round(float(v), 4) for name, v in zip(AU_NAMES, aus)})
+            rows.append(row)
+    return rows
+
+
+def assign_splits(table: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.Series:
+    """Subject-disjoint train/val/test per region: whole subjects are assigned, seeded."""
+    split = pd.Series("train", index=table.index, dtype=object)
+    rng = np.random.default_rng(seed)
+    for _, region_rows in table.groupby("region"):
+        subjects = np.array(sorted(region_rows["subject"].unique()))
+        rng.shuffle(subjects)
+        n_test = max(1, int(round(fractions.get("test", 0.15) * len(subjects))))
+        n_val = max(1, int(round(fractions.get("val", 0.15) * len(subjects))))
+        test, val = set(subjects[:n_test]), set(subjects[n_test:n_test + n_val])
+        split[region_rows.index[region_rows["subject"].isin(test)]] = "test"
+        split[region_rows.index[region_rows["subject"].isin(val)]] = "val"
+    return split
+
+
+def contact_sheet(table: pd.DataFrame, root: Path, path: Path, cell: int = 112) -> Path:
+    """PNG grid: one row per region, one column per emotion (first subject's first sample)."""
+    regions = sorted(table["region"].unique())
+    label_w, header_h = 150, 24
+    sheet = np.full((header_h + cell * len(regions), label_w + cell * len(CANONICAL), 3), 255, np.uint8)
+    for j, emotion in enumerate(CANONICAL):
+        cv2.putText(sheet, emotion, (label_w + j * cell + 8, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, region in enumerate(regions):
+        cv2.putText(sheet, region, (6, header_h + i * cell + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        first = table[table["region"] == region]["subject"].min()
+        for j, emotion in enumerate(CANONICAL):
+            rows = table[(table["subject"] == first) & (table["label"] == emotion)]
+            image = cv2.imread(str(root / rows["path"].iloc[0]))
+            y, x = header_h + i * cell, label_w + j * cell
+            sheet[y:y + cell, x:x + cell] = cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(path), sheet)
+    return path
+
+
+def generate(out_dir: str | Path, config_path: str | Path = DEFAULT_CONFIG, seed: int = 0,
+             subjects_per_region: int | None = None, workers: int | None = None, progress: bool = True) -> Path:
+    """Render the dataset into out_dir; returns the manifest path. Deterministic for (config, seed)."""
+    config = SynthConfig.from_yaml(config_path, subjects_per_region)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(config, r, s, seed, str(out)) for r in range(len(config.regions)) for s in range(config.subjects_per_region)]
+    workers = workers or os.cpu_count() or 1
+    load_mesh_model()  # once, before forking: workers inherit it
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(jobs), desc="rendering subjects", unit="subject", disable=not progress)
+    if workers > 1:
+        with get_context("fork").Pool(workers) as pool:
+            for result in pool.imap_unordered(_render_subject, jobs):
+                rows.extend(result)
+                bar.update()
+    else:
+        for job in jobs:
+            rows.extend(_render_subject(job))
+            bar.update()
+    bar.close()
+    table = pd.DataFrame(rows).sort_values("sample_id").reset_index(drop=True)
+    table.insert(table.columns.get_loc("kind") + 1, "split", assign_splits(table, config.splits, seed))
+    manifest = save_manifest(table, out / "manifest.csv")
+    contact_sheet(table, out, out / "contact_sheet.png")
+    (out / "synth_config.yaml").write_text(yaml.safe_dump(
+        {"config": str(Path(config_path).resolve()), "seed": seed, "subjects_per_region": config.subjects_per_region}))
+    return manifest

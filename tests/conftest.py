@@ -1,0 +1,24 @@
+"""Shared fixtures: pinned threads, one tiny synthetic dataset per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "configs" / "synth" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset (4 regions x 7 emotions x 4 subjects), rendered once per session."""
+    from mcam.synth.generate import generate
+
+    out = tmp_path_factory.mktemp("tiny_synth")
+    generate(out, TINY_CONFIG, seed=0, progress=False)
+    return out
