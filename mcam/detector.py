@@ -53,6 +53,7 @@ class TrainingSet:
     subjects: list[str]
     aus: np.ndarray | None = None
     au_names: list[str] | None = None
+    sample_ids: list[str] | None = None  # manifest ids, for detectors that read per-sample files (openface)
 
 
 class DetectorUnavailableError(RuntimeError):

@@ -1,0 +1,283 @@
+"""Cue U: a small CNN regressing 20 action-unit intensities from a face, then the paper's AU -> emotion SVM.
+
+Input: the face crop resized to `image_size`² grayscale (default 64) (cv2 INTER_AREA), each image standardised
+to zero mean / unit variance (removes global lighting and skin-tone offsets). Output, in order:
+7 canonical emotion probabilities (`au.angry` ... `au.neutral`) from the SVM, then, when
+`include_intensities`, the 20 predicted intensities in [0, 1] named like OpenFace (`au.AU01_r` ...,
+py-feat's 20-AU order).
+
+Weights: `weights=PATH` (a checkpoint written by `save`, e.g. by `mcam pretrain`); `weights=None`
+(the default) raises DetectorUnavailableError; `weights="random"` is an explicit untrained model
+whose SVM is unfitted, so its emotion probabilities are uniform (1/7) until `fit`.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo
+from mcam.labels import head_map
+from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
+from mcam_detectors.au_svm import AUEmotionSVM
+
+AU_NAMES: tuple[str, ...] = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",
+                             "AU14", "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43")
+SVM_KEY = "svm.joblib"  # state_dict entry holding the AU -> emotion SVM
+HEAD = "canonical7"
+
+
+class AUNet(nn.Module):
+    """Four conv blocks (3x3 conv, BN, ReLU, 2x2 max-pool) and a two-layer head with sigmoid outputs."""
+
+    def __init__(self, image_size: int, n_aus: int = len(AU_NAMES), width: int = 16) -> None:
+        super().__init__()
+        channels = [1, width, 2 * width, 4 * width, 4 * width]
+        blocks: list[nn.Module] = []
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        self.features = nn.Sequential(*blocks)
+        side = image_size // 16
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(channels[-1] * side * side, 128),
+                                  nn.ReLU(inplace=True), nn.Linear(128, n_aus), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _prepare(faces: list[np.ndarray], size: int) -> np.ndarray:
+    """Faces (RGB or gray uint8) -> float32 [N, 1, size, size], each standardised."""
+    out = np.zeros((len(faces), 1, size, size), dtype=np.float32)
+    for i, face in enumerate(faces):
+        gray = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY) if face.ndim == 3 else face
+        img = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+        out[i, 0] = (img - img.mean()) / (img.std() + 1e-6)
+    return out
+
+
+def _usable(face: Any) -> bool:
+    return isinstance(face, np.ndarray) and face.ndim in (2, 3) and face.shape[0] > 1 and face.shape[1] > 1
+
+
+def au_targets(train: TrainingSet) -> np.ndarray | None:
+    """Ground-truth AUs of a training set in AU_NAMES order, NaN where an AU is not annotated; None if absent."""
+    if train.aus is None:
+        return None
+    aus = np.asarray(train.aus, dtype=np.float32)
+    names = list(train.au_names) if train.au_names is not None else None
+    if names is None:
+        if aus.shape[1] != len(AU_NAMES):
+            raise ValueError(f"TrainingSet.aus has {aus.shape[1]} columns and no au_names; expected {len(AU_NAMES)} "
+                             f"in the order {list(AU_NAMES)}")
+        names = list(AU_NAMES)
+    index = {n.removesuffix("_r"): i for i, n in enumerate(names)}
+    target = np.full((len(aus), len(AU_NAMES)), np.nan, dtype=np.float32)
+    for j, au in enumerate(AU_NAMES):
+        if au in index:
+            target[:, j] = aus[:, index[au]]
+    return None if np.isnan(target).all() else target
+
+
+class AURegressor(Detector):
+    """Cue U: CNN AU-intensity regressor + AU -> emotion SVM (see module docstring)."""
+
+    name = "au"
+    input_kind = InputKind.IMAGE
+    prefix = "au"
+    trainable = True
+
+    def __init__(self, device: str | None = None, weights: str | None = None, image_size: int = 64,
+                 include_intensities: bool = True, batch_size: int = 128, **kw: Any) -> None:
+        if image_size % 16:
+            raise ValueError(f"au: image_size must be a multiple of 16, got {image_size}")
+        super().__init__(device=device, weights=weights, image_size=image_size,
+                         include_intensities=include_intensities, batch_size=batch_size, **kw)
+        self.model: AUNet | None = None
+        self.svm = AUEmotionSVM(head_map(HEAD).classes)
+        self._provenance = f"loaded from {weights}"
+
+    # --- description -------------------------------------------------
+    def output_names(self) -> list[str]:
+        names = list(head_map(HEAD).classes)
+        if self.config["include_intensities"]:
+            names += [f"{au}_r" for au in AU_NAMES]
+        return names
+
+    def weights_info(self) -> WeightsInfo:
+        weights = self.config["weights"]
+        if weights is None:
+            return WeightsInfo("none: train with `mcam pretrain` or pass weights=PATH", False)
+        if weights == "random":
+            return WeightsInfo("random init (explicit, untrained)", True)
+        return WeightsInfo(f"checkpoint {weights}", Path(weights).is_file())
+
+    def weights_digest(self) -> str:
+        self.load()
+        digest = hashlib.sha256(super().weights_digest().encode())
+        digest.update(self.svm.digest().encode())
+        return digest.hexdigest()[:16]
+
+    # --- weights -------------------------------------------------------
+    def _new_model(self, seed: int) -> AUNet:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return AUNet(self.config["image_size"]).to(self.device)
+
+    def _load(self) -> None:
+        weights = self.config["weights"]
+        if weights is None:
+            raise DetectorUnavailableError(
+                "au: no weights given. Train the AU regressor with `mcam pretrain` (it writes a checkpoint) and "
+                "pass weights=PATH, or pass weights='random' for an explicit untrained model.")
+        if weights == "random":
+            self.model = self._new_model(seed=0).eval()
+            return
+        checkpoint = load_checkpoint(weights, accepted=(self.name,))
+        arch = checkpoint["arch"]
+        if arch["image_size"] != self.config["image_size"] or tuple(arch["au_names"]) != AU_NAMES:
+            raise ValueError(f"au: {weights} was trained with image_size={arch['image_size']} and AUs "
+                             f"{arch['au_names']}; config has image_size={self.config['image_size']}")
+        state = dict(checkpoint["state_dict"])
+        svm_bytes = state.pop(SVM_KEY, None)
+        self.model = AUNet(arch["image_size"]).to(self.device)
+        self.model.load_state_dict(state)
+        self.model.eval()
+        if svm_bytes is not None:
+            self.svm = AUEmotionSVM.from_bytes(svm_bytes.numpy().tobytes())
+
+    def save(self, path: str | Path) -> Path:
+        """Write regressor weights + fitted SVM (joblib bytes as a uint8 tensor) + architecture, loadable via weights=PATH."""
+        self.load()
+        state = dict(self.model.state_dict())
+        if self.svm.fitted:
+            state[SVM_KEY] = torch.frombuffer(bytearray(self.svm.to_bytes()), dtype=torch.uint8)
+        return save_checkpoint(path, detector=self.name, arch={"image_size": self.config["image_size"],
+                               "au_names": list(AU_NAMES)}, provenance=self._provenance, state_dict=state)
+
+    # --- use -------------------------------------------------------------
+    def predict_aus(self, faces: list[np.ndarray]) -> np.ndarray:
+        """Predicted AU intensities float32 [N, 20] in AU_NAMES order (faces must be usable images)."""
+        self.load()
+        self.model.eval()
+        size, step = self.config["image_size"], self.config["batch_size"]
+        out = np.zeros((len(faces), len(AU_NAMES)), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(faces), step):
+                x = torch.from_numpy(_prepare(faces[start:start + step], size)).to(self.device)
+                out[start:start + step] = self.model(x).cpu().numpy()
+        return out
+
+    def _emotions(self, aus: np.ndarray) -> np.ndarray:
+        n_classes = len(self.svm.classes)
+        if not self.svm.fitted:  # only for an explicit weights='random' model
+            return np.full((len(aus), n_classes), 1.0 / n_classes, dtype=np.float32)
+        return self.svm.predict_proba(aus)
+
+    def _extract(self, batch: FaceBatch) -> tuple[np.ndarray, np.ndarray]:
+        valid = np.array([_usable(f) for f in batch.images], dtype=bool)
+        cues = np.zeros((len(batch), self.dim), dtype=np.float32)
+        if valid.any():
+            aus = self.predict_aus([f for f, ok in zip(batch.images, valid) if ok])
+            parts = [self._emotions(aus)] + ([aus] if self.config["include_intensities"] else [])
+            cues[valid] = np.concatenate(parts, axis=1)
+        return cues, valid
+
+    # --- training ----------------------------------------------------------
+    def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int = 25, batch_size: int = 32,
+            lr: float = 2e-3, seed: int = 0, **kwargs: Any) -> dict[str, float]:
+        """Train the regressor (masked MSE on annotated AUs), then the SVM on its predictions of `train`.
+
+        Starts from the loaded weights when `weights` is set (GAM fine-tuning), else from a fresh seeded
+        model (source pre-training). If `train` has no AU ground truth, the regressor is kept as loaded and
+        only the SVM is refitted on the target labels. Returns metrics (MAE on [0, 1] intensities, accuracy).
+        """
+        head = head_map(HEAD)
+        keep = [i for i, (face, label) in enumerate(zip(train.faces, train.labels))
+                if _usable(face) and head.target(label) is not None]
+        faces = [train.faces[i] for i in keep]
+        labels = [head.target(train.labels[i]) for i in keep]
+        targets = au_targets(train)
+        metrics: dict[str, float] = {"n_train": float(len(keep)), "n_skipped": float(len(train.faces) - len(keep))}
+        if self.config["weights"] is not None or self._loaded:
+            self.load()
+        elif targets is None:
+            raise ValueError("au: fit needs AU ground truth (TrainingSet.aus) to train a regressor from scratch; "
+                             "pass weights=PATH of a pre-trained regressor to refit only the SVM")
+        else:
+            self.model = self._new_model(seed)
+            self._loaded = True
+        if targets is not None:
+            metrics.update(self._train_regressor(faces, targets[keep], epochs, batch_size, lr, seed))
+        metrics["regressor_trained"] = float(targets is not None)
+        predicted = self.predict_aus(faces)
+        if targets is not None:
+            metrics["train_au_mae"] = float(np.nanmean(np.abs(predicted - targets[keep])))
+        self.svm = AUEmotionSVM(head.classes, seed=seed).fit(predicted, labels)
+        metrics["train_acc"] = _accuracy(self.svm, predicted, labels)
+        self._provenance = (f"au.fit on {len(keep)} faces ({'regressor + SVM' if targets is not None else 'SVM only'}), "
+                            f"starting from {self.config['weights'] or 'a fresh model'}, {epochs} epochs, seed {seed}")
+        if val is not None:
+            metrics.update(self._evaluate(val, prefix="val_"))
+        return metrics
+
+    def _train_regressor(self, faces: list[np.ndarray], targets: np.ndarray, epochs: int, batch_size: int,
+                         lr: float, seed: int) -> dict[str, float]:
+        annotated = ~np.isnan(targets).all(axis=1)
+        x_all = torch.from_numpy(_prepare([f for f, a in zip(faces, annotated) if a], self.config["image_size"]))
+        y_all = torch.from_numpy(targets[annotated])
+        generator = torch.Generator().manual_seed(seed)
+        optimiser = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
+        steps = max(1, epochs * math.ceil(len(x_all) / batch_size))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps)
+        self.model.train()
+        loss_sum, count = 0.0, 0
+        for _ in range(epochs):
+            loss_sum, count = 0.0, 0
+            order = torch.randperm(len(x_all), generator=generator)
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                x = _augment(x_all[idx], generator).to(self.device)
+                y = y_all[idx].to(self.device)
+                mask = ~torch.isnan(y)
+                loss = ((self.model(x) - torch.nan_to_num(y)) ** 2)[mask].mean()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                loss_sum, count = loss_sum + loss.item() * len(idx), count + len(idx)
+        self.model.eval()
+        return {"n_au_annotated": float(annotated.sum()), "train_mse_last_epoch": loss_sum / max(count, 1)}
+
+    def _evaluate(self, data: TrainingSet, prefix: str) -> dict[str, float]:
+        head = head_map(HEAD)
+        keep = [i for i, f in enumerate(data.faces) if _usable(f) and head.target(data.labels[i]) is not None]
+        if not keep:
+            return {}
+        predicted = self.predict_aus([data.faces[i] for i in keep])
+        result = {f"{prefix}acc": _accuracy(self.svm, predicted, [head.target(data.labels[i]) for i in keep])}
+        targets = au_targets(data)
+        if targets is not None:
+            result[f"{prefix}au_mae"] = float(np.nanmean(np.abs(predicted - targets[keep])))
+        return result
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip (all 20 AUs are bilateral) and a shift of up to 1/32 of the side."""
+    flip = torch.rand(len(x), generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    pad = x.shape[-1] // 32
+    padded = nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=generator))
+    return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+
+
+def _accuracy(svm: AUEmotionSVM, aus: np.ndarray, labels: list[str]) -> float:
+    predicted = np.asarray(svm.classes)[svm.predict_proba(aus).argmax(axis=1)]
+    return float(np.mean(predicted == np.asarray(labels)))

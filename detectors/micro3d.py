@@ -1,0 +1,231 @@
+"""Cues I and I+: a small 3D CNN over short face clips classifying micro-expressions."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from mcam.detector import (Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo,
+                           still_to_clip)
+from mcam.labels import head_map
+from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
+from mcam_detectors._classifier_fit import head_targets, train_classifier
+
+DIFF_GAIN = 8.0  # scales frame-to-onset differences (micro-expressions move pixels by a few grey levels)
+DETECTORS = ("micro", "micro_plus")
+
+
+class Micro3DNet(nn.Module):
+    """Three Conv3d blocks over (intensity, difference-to-first-frame) channels, coarse 2x2 pooling, linear head."""
+
+    def __init__(self, n_classes: int, width: int = 16) -> None:
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv3d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
+
+        self.body = nn.Sequential(
+            *block(2, width), nn.MaxPool3d((1, 2, 2)),
+            *block(width, 2 * width), nn.MaxPool3d(2),
+            *block(2 * width, 4 * width), nn.AdaptiveAvgPool3d((1, 2, 2)), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(16 * width, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class _MicroBase(Detector):
+    """Shared implementation of the micro-expression cues (see MicroExpression)."""
+
+    input_kind = InputKind.CLIP
+    trainable = True
+    head: ClassVar[str]
+
+    def __init__(self, device: str | None = None, weights: str | None = None, frames: int = 8, size: int = 48,
+                 init_from: str | None = None, batch_size: int = 64, seed: int = 0, **kw: Any) -> None:
+        if init_from is not None and weights not in (None, "random"):
+            raise ValueError(f"{self.name}: init_from and weights={weights!r} conflict; give one of them")
+        if frames < 2 or size < 8:
+            raise ValueError(f"{self.name}: need frames >= 2 and size >= 8, got frames={frames}, size={size}")
+        super().__init__(device=device, weights=weights, frames=int(frames), size=int(size), init_from=init_from,
+                         batch_size=int(batch_size), seed=int(seed), **kw)
+        self.model: Micro3DNet | None = None
+        self._provenance: str | None = None
+        self._from_scratch = False
+
+    # --- description -------------------------------------------------
+    def output_names(self) -> list[str]:
+        return list(head_map(self.head).classes)
+
+    def weights_info(self) -> WeightsInfo:
+        weights, init_from = self.config["weights"], self.config["init_from"]
+        if self._provenance is not None:
+            return WeightsInfo(self._provenance, True)
+        if init_from is not None:
+            return WeightsInfo(f"initialised from checkpoint {init_from} (all but the last layer)",
+                               Path(init_from).is_file())
+        if weights is None:
+            return WeightsInfo("none by default: pre-train with `mcam pretrain` (weights=PATH)", False)
+        if weights == "random":
+            return WeightsInfo(f"random init (explicit, seed {self.config['seed']})", True)
+        return WeightsInfo(f"checkpoint {weights}", Path(weights).is_file())
+
+    # --- weights -----------------------------------------------------
+    def _arch(self) -> dict[str, Any]:
+        return {"head": self.head, "frames": self.config["frames"], "size": self.config["size"]}
+
+    def _load(self) -> None:
+        weights, init_from = self.config["weights"], self.config["init_from"]
+        if weights is None and init_from is None:
+            raise DetectorUnavailableError(
+                f"{self.name}: no default weights ship with MCAM; pre-train with `mcam pretrain` and pass "
+                f"weights=PATH (or init_from=PATH of a micro checkpoint), or weights=random explicitly")
+        with torch.random.fork_rng(devices=[]):  # seeded init: the same config gives the same fingerprint
+            torch.manual_seed(self.config["seed"])
+            model = Micro3DNet(len(self.output_names()))
+        if init_from is not None:
+            payload = self._checkpoint(init_from)
+            body = {k: v for k, v in payload["state_dict"].items() if not k.startswith("head.")}
+            model.load_state_dict(body, strict=False)
+            provenance = f"all but the last layer from checkpoint {init_from} ({payload['provenance']})"
+        elif weights == "random":
+            provenance = f"random init (explicit, seed {self.config['seed']})"
+        else:
+            payload = self._checkpoint(weights)
+            if payload["arch"]["head"] != self.head:
+                raise ValueError(f"{self.name}: {weights} has head {payload['arch']['head']!r}, this detector "
+                                 f"{self.head!r}; to start from it use init_from={weights}")
+            model.load_state_dict(payload["state_dict"])
+            provenance = f"checkpoint {weights}: {payload['provenance']}"
+        self.model = model.to(self.device).eval()
+        self._provenance = provenance
+        self._from_scratch = weights == "random" and init_from is None
+
+    def _checkpoint(self, path: str) -> dict[str, Any]:
+        payload = load_checkpoint(path, accepted=DETECTORS)
+        arch = {k: payload["arch"][k] for k in ("frames", "size")}
+        if arch != {k: self.config[k] for k in ("frames", "size")}:
+            raise ValueError(f"{self.name}: checkpoint {path} was trained with {arch}; "
+                             f"construct the detector with the same frames/size")
+        return payload
+
+    # --- use ---------------------------------------------------------
+    def _extract(self, batch: FaceBatch) -> tuple[np.ndarray, np.ndarray]:
+        assert self.model is not None
+        clips = batch.clips if len(batch.clips) == len(batch) else batch.images
+        valid = np.array([_usable(c) for c in clips], dtype=bool)
+        cues = np.zeros((len(batch), self.dim), dtype=np.float32)
+        index = np.flatnonzero(valid)
+        step = self.config["batch_size"]
+        with torch.no_grad():
+            for start in range(0, len(index), step):
+                chunk = index[start:start + step]
+                x = self.preprocess([clips[i] for i in chunk]).to(self.device)
+                cues[chunk] = torch.softmax(self.model(x), dim=1).cpu().numpy()
+        return cues, valid
+
+    def preprocess(self, clips: Sequence[np.ndarray]) -> torch.Tensor:
+        """Clips (or stills) -> float tensor [N, 2, frames, size, size]: standardised gray + gained onset difference."""
+        frames, size = self.config["frames"], self.config["size"]
+        out = np.empty((len(clips), 2, frames, size, size), dtype=np.float32)
+        for i, clip in enumerate(clips):
+            gray = _gray_clip(as_clip(clip, frames))
+            gray = gray[np.linspace(0, len(gray) - 1, frames).round().astype(int)]
+            gray = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in gray]) / 255.0
+            out[i, 0] = (gray - gray.mean()) / (gray.std() + 1e-3)
+            out[i, 1] = (gray - gray[0]) * DIFF_GAIN
+        return torch.from_numpy(out)
+
+    def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int | None = None,
+            batch_size: int = 32, lr: float = 1e-3, seed: int = 0, **kwargs: Any) -> dict[str, float]:
+        """Train on clips whose labels are canonical (mapped by the head) or head classes; others skipped.
+
+        epochs None: 30 from random init, 10 when fine-tuning loaded weights.
+        """
+        if kwargs:
+            raise TypeError(f"{self.name}.fit: unexpected arguments {sorted(kwargs)}")
+        self.load()
+        assert self.model is not None and self._provenance is not None
+        if epochs is None:
+            epochs = 30 if self._from_scratch else 10
+        x, y, skipped = self._training_tensors(train)
+        if len(y) == 0:
+            raise ValueError(f"{self.name}.fit: no usable clip has a label of head {self.head}")
+        val_xy = None if val is None else self._training_tensors(val)[:2]
+        metrics = train_classifier(self.model, x, y, device=self.device, epochs=epochs, batch_size=batch_size,
+                                   lr=lr, seed=seed, val=val_xy)
+        metrics.update(n_train=float(len(y)), n_skipped=float(skipped))
+        self._provenance += f"; fit on {len(y)} clips ({epochs} epochs)"
+        self._from_scratch = False
+        return metrics
+
+    def _training_tensors(self, data: TrainingSet) -> tuple[torch.Tensor, torch.Tensor, int]:
+        targets = head_targets(data.labels, head_map(self.head))
+        keep = [i for i in targets.keep if _usable(data.faces[i])]
+        y = targets.y[np.isin(targets.keep, keep)]
+        return self.preprocess([data.faces[i] for i in keep]), torch.as_tensor(y), len(data.labels) - len(keep)
+
+    def save(self, path: str | Path) -> Path:
+        self.load()
+        assert self.model is not None and self._provenance is not None
+        return save_checkpoint(path, detector=self.name, arch=self._arch(), provenance=self._provenance,
+                               state_dict=self.model.state_dict())
+
+
+class MicroExpression(_MicroBase):
+    """Cue I: micro-expression probabilities {positive, negative, surprise} (SMIC's classes) from a 3D CNN.
+
+    Input: clips [T, H, W, 3] or [T, H, W] uint8. Each is converted to gray, resampled to `frames`
+    frames by uniform index selection (round(linspace(0, T-1, frames)); shorter clips repeat frames),
+    and each frame resized to `size` x `size` (default 8 x 48 x 48). The network sees two channels:
+    the clip standardised per clip, and each frame's difference to the first (onset) frame.
+    Still images [H, W, 3] / [H, W] become clips by `mcam.detector.still_to_clip` (the still repeated,
+    i.e. zero motion), so a still's difference channel is all zero.
+    Config: weights None (default: none ship, DetectorUnavailableError; pre-train with `mcam pretrain`),
+    "random" (explicit seeded init) or a checkpoint path; init_from=PATH copies all but the last layer
+    of a micro/micro_plus checkpoint. Labels may be canonical (mapped by the head map) or head classes.
+    """
+
+    name = "micro"
+    prefix = "micro"
+    head = "micro3"
+
+
+class MicroExpressionPlus(_MicroBase):
+    """Cue I+: {positive, negative, surprise, neutral} (SMIC + CK+); same network and rules as MicroExpression.
+
+    The paper's I+ is I fine-tuned on SMIC + CK+: build it with init_from=<micro checkpoint> (all
+    but the last layer copied) and fit on data that includes neutral clips.
+    """
+
+    name = "micro_plus"
+    prefix = "microplus"
+    head = "micro4"
+
+
+def as_clip(array: np.ndarray, frames: int) -> np.ndarray:
+    """A clip [T, H, W(, 3)] as is; a still [H, W, 3] or [H, W] via still_to_clip.
+
+    A 3-dim array whose last axis is 3 is an RGB still, otherwise a gray clip [T, H, W].
+    """
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3):
+        return still_to_clip(array, frames)
+    return array
+
+
+def _gray_clip(clip: np.ndarray) -> np.ndarray:
+    """[T, H, W, 3] or [T, H, W] (uint8) -> float32 gray [T, H, W] in 0..255."""
+    clip = np.asarray(clip)
+    if clip.ndim == 4 and clip.shape[-1] == 1:
+        clip = clip[..., 0]
+    if clip.ndim == 4:
+        clip = clip[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return clip.astype(np.float32)
+
+
+def _usable(clip: np.ndarray | None) -> bool:
+    return clip is not None and clip.ndim in (2, 3, 4) and clip.size > 0

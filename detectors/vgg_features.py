@@ -1,0 +1,224 @@
+"""Cue F: VGG11 image features (torchvision), the paper's 2752-dim vector, trainable on a source dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
+
+from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo
+from mcam.labels import head_map
+from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
+from mcam_detectors._classifier_fit import head_targets, random_hflip, train_classifier
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CONV_WIDTHS = (64, 128, 256, 256, 512, 512, 512, 512)  # VGG11's 8 conv layers; sum = 2752
+HEAD = "canonical7"
+IMAGENET_LICENCE = "torchvision BSD-3-Clause; ImageNet-trained weights: see the ImageNet terms of use"
+
+
+class VGG11Net(nn.Module):
+    """torchvision VGG11 conv features plus a small classification head (global average pool + linear)."""
+
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        # VGG11 (configuration "A") conv stack, initialised as torchvision does; built without the
+        # 100M-parameter ImageNet classifier the cue never uses.
+        self.features = make_layers(cfgs["A"], batch_norm=False)
+        for module in self.features:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(CONV_WIDTHS[-1], n_classes))
+        self.conv_positions = [i for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+    def pooled_activations(self, x: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+        """Global-average-pooled ReLU output of the chosen conv layers (0..7), concatenated in that order."""
+        wanted = {self.conv_positions[k] + 1: k for k in layers}  # the ReLU right after each conv
+        pooled: dict[int, torch.Tensor] = {}
+        for position, module in enumerate(self.features[:max(wanted) + 1]):
+            x = module(x)
+            if position in wanted:
+                pooled[wanted[position]] = x.mean(dim=(2, 3))
+        return torch.cat([pooled[k] for k in layers], dim=1)
+
+    def freeze_first(self, n_conv: int) -> None:
+        """Freeze the first `n_conv` conv layers (0 unfreezes everything)."""
+        for k, position in enumerate(self.conv_positions):
+            for p in self.features[position].parameters():
+                p.requires_grad = k >= n_conv
+
+
+class VGGFeatures(Detector):
+    """Cue F: VGG11 image features, as in the paper (2752 dims by default).
+
+    The cue is the global-average-pooled output (after ReLU) of each conv layer of VGG11,
+    concatenated: 64+128+256+256+512+512+512+512 = 2752 dims (labels vgg.0000..vgg.2751).
+    Config:
+      weights: None (default) = ImageNet weights if already in the local torch hub cache, else
+        DetectorUnavailableError; "imagenet" = ImageNet weights, downloaded if needed;
+        "random" = explicit seeded random init (`seed`); a path = a checkpoint from fit()+save().
+      layers: subset of the conv indices 0..7 (dimension = sum of their widths, see CONV_WIDTHS).
+      input_size: side in pixels faces are resized to (default 112 for CPU; ImageNet used 224).
+      batch_size: extraction batch size.
+    Faces are RGB uint8 crops of any size (gray ones are converted), normalised with ImageNet mean/std.
+    fit() trains the conv layers plus a GAP + linear head over the canonical7 labels (Adam, batch 32,
+    random horizontal flips); from random init it defaults to 3 epochs at input 112, which is about
+    100 s for 600 faces on 2 otherwise idle CPU cores.
+    """
+
+    name = "vgg"
+    input_kind = InputKind.IMAGE
+    prefix = "vgg"
+    trainable = True
+
+    def __init__(self, device: str | None = None, weights: str | None = None, layers: Sequence[int] | None = None,
+                 input_size: int = 112, batch_size: int = 32, seed: int = 0, **kw: Any) -> None:
+        layers = list(range(len(CONV_WIDTHS))) if layers is None else [int(k) for k in layers]
+        if not layers or any(k not in range(len(CONV_WIDTHS)) for k in layers) or len(set(layers)) != len(layers):
+            raise ValueError(f"vgg: layers must be distinct conv indices in 0..7, got {layers}")
+        super().__init__(device=device, weights=weights, layers=layers, input_size=int(input_size),
+                         batch_size=int(batch_size), seed=int(seed), **kw)
+        self.model: VGG11Net | None = None
+        self._provenance: str | None = None
+        self._from_scratch = False
+
+    # --- description -------------------------------------------------
+    def output_names(self) -> list[str]:
+        dim = sum(CONV_WIDTHS[k] for k in self.config["layers"])
+        return [f"{i:04d}" for i in range(dim)]
+
+    def weights_info(self) -> WeightsInfo:
+        weights = self.config["weights"]
+        if self._provenance is not None:
+            return WeightsInfo(self._provenance, True, IMAGENET_LICENCE if "ImageNet" in self._provenance else "")
+        if weights in (None, "imagenet"):
+            cached = _imagenet_cache_file()
+            where = f"in the torch cache {cached}" if cached.is_file() else "not in the torch cache; download needs network"
+            return WeightsInfo(f"torchvision VGG11_Weights.IMAGENET1K_V1 ({where})", cached.is_file(), IMAGENET_LICENCE)
+        if weights == "random":
+            return WeightsInfo(f"random init (explicit, seed {self.config['seed']})", True)
+        return WeightsInfo(f"checkpoint {weights}", Path(weights).is_file())
+
+    # --- weights -----------------------------------------------------
+    def _load(self) -> None:
+        weights = self.config["weights"]
+        if weights is None and not _imagenet_cache_file().is_file():
+            raise DetectorUnavailableError(
+                "vgg: no ImageNet weights offline (torch cache has no "
+                f"{_imagenet_cache_file().name}); pre-train with `mcam pretrain` or pass weights=imagenet "
+                "online / weights=PATH / weights=random explicitly")
+        with torch.random.fork_rng(devices=[]):  # seeded init: the same config gives the same fingerprint
+            torch.manual_seed(self.config["seed"])
+            model = VGG11Net(len(head_map(HEAD).classes))
+        if weights in (None, "imagenet"):
+            model.features.load_state_dict(_imagenet_features())
+            provenance = "torchvision VGG11_Weights.IMAGENET1K_V1 (ImageNet) features, head untrained"
+        elif weights == "random":
+            provenance = f"random init (explicit, seed {self.config['seed']})"
+        else:
+            payload = load_checkpoint(weights, accepted=(self.name,))
+            model.load_state_dict(payload["state_dict"])
+            provenance = f"checkpoint {weights}: {payload['provenance']}"
+        self.model = model.to(self.device).eval()
+        self._provenance = provenance
+        self._from_scratch = weights == "random"
+
+    # --- use ---------------------------------------------------------
+    def _extract(self, batch: FaceBatch) -> tuple[np.ndarray, np.ndarray]:
+        assert self.model is not None
+        valid = np.array([_usable(image) for image in batch.images], dtype=bool)
+        cues = np.zeros((len(batch), self.dim), dtype=np.float32)
+        index = np.flatnonzero(valid)
+        step = self.config["batch_size"]
+        with torch.no_grad():
+            for start in range(0, len(index), step):
+                chunk = index[start:start + step]
+                x = preprocess([batch.images[i] for i in chunk], self.config["input_size"]).to(self.device)
+                cues[chunk] = self.model.pooled_activations(x, self.config["layers"]).cpu().numpy()
+        return cues, valid
+
+    def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int | None = None,
+            batch_size: int = 32, lr: float = 1e-4, freeze_layers: int = 0, seed: int = 0,
+            **kwargs: Any) -> dict[str, float]:
+        """Train VGG11 + head on canonical7 labels (pre-training), or fine-tune loaded weights (GAM).
+
+        epochs None: 3 from random init, 1 when fine-tuning loaded weights. freeze_layers: the first
+        that many conv layers stay fixed (fine-tuning). Unusable faces and unmapped labels are skipped.
+        """
+        if kwargs:
+            raise TypeError(f"vgg.fit: unexpected arguments {sorted(kwargs)}")
+        self.load()
+        assert self.model is not None and self._provenance is not None
+        if epochs is None:
+            epochs = 3 if self._from_scratch else 1
+        x, y, skipped = self._training_tensors(train)
+        if len(y) == 0:
+            raise ValueError("vgg.fit: no usable training faces with a canonical label")
+        val_xy = None if val is None else self._training_tensors(val)[:2]
+        self.model.freeze_first(freeze_layers)
+        try:
+            metrics = train_classifier(self.model, x, y, device=self.device, epochs=epochs, batch_size=batch_size,
+                                       lr=lr, seed=seed, augment=random_hflip, val=val_xy)
+        finally:
+            self.model.freeze_first(0)
+        metrics.update(n_train=float(len(y)), n_skipped=float(skipped))
+        self._from_scratch = False
+        self._provenance += f"; fit on {len(y)} faces ({epochs} epochs, {freeze_layers} conv layers frozen)"
+        return metrics
+
+    def _training_tensors(self, data: TrainingSet) -> tuple[torch.Tensor, torch.Tensor, int]:
+        targets = head_targets(data.labels, head_map(HEAD))
+        keep = [i for i in targets.keep if _usable(data.faces[i])]
+        y = targets.y[np.isin(targets.keep, keep)]
+        x = preprocess([data.faces[i] for i in keep], self.config["input_size"])
+        return x, torch.as_tensor(y), len(data.labels) - len(keep)
+
+    def save(self, path: str | Path) -> Path:
+        self.load()
+        assert self.model is not None and self._provenance is not None
+        return save_checkpoint(path, detector=self.name, arch={"head": HEAD}, provenance=self._provenance,
+                               state_dict=self.model.state_dict())
+
+
+def preprocess(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """RGB (or gray) uint8 faces -> float tensor [N, 3, size, size], ImageNet-normalised."""
+    out = np.empty((len(images), size, size, 3), dtype=np.float32)
+    for i, image in enumerate(images):
+        if image.ndim == 2 or image.shape[-1] == 1:
+            image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+        shrink = min(image.shape[:2]) > size
+        out[i] = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    out = (out / 255.0 - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _usable(image: np.ndarray | None) -> bool:
+    return image is not None and image.ndim in (2, 3) and image.size > 0 and (image.ndim == 2 or image.shape[-1] in (1, 3))
+
+
+def _imagenet_cache_file() -> Path:
+    url = torchvision.models.VGG11_Weights.IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def _imagenet_features() -> dict[str, torch.Tensor]:
+    """ImageNet VGG11 conv weights from the torch cache, downloading if absent (clear error when offline)."""
+    url = torchvision.models.VGG11_Weights.IMAGENET1K_V1.url
+    try:
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+    except Exception as error:  # urllib/http/ssl errors differ by platform; all mean "no download"
+        raise DetectorUnavailableError(
+            f"vgg: could not download ImageNet VGG11 weights from {url} ({type(error).__name__}: {error}); "
+            f"put the file at {_imagenet_cache_file()} or pre-train with `mcam pretrain` "
+            "(weights=PATH), or choose weights=random explicitly") from error
+    return {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}

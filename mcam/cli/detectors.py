@@ -1,0 +1,39 @@
+"""`mcam detectors`: the registered detector plugins, described without loading any weights."""
+from __future__ import annotations
+
+import argparse
+
+from mcam.registry import available, create_detector
+
+COLUMNS = ("name", "input", "dim", "prefix", "trainable", "offline", "weights source")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", default=None,
+                        help="describe with this `weights` init arg (e.g. 'random') instead of each default")
+
+
+def describe(name: str, weights: str | None = None) -> dict[str, str]:
+    """One table row for a registered detector; a plugin that fails to import or build reports its error."""
+    try:
+        detector = create_detector(name, **({} if weights is None else {"weights": weights}))
+        info = detector.weights_info()
+        return {"name": name, "input": detector.input_kind.value, "dim": str(detector.dim),
+                "prefix": detector.prefix, "trainable": "yes" if detector.trainable else "no",
+                "offline": "yes" if info.available_offline else "no",
+                "weights source": info.source + (f" [{info.licence}]" if info.licence else "")}
+    except Exception as err:  # noqa: BLE001 - a broken plugin is listed with its error, not a crash
+        return {"name": name, "input": "?", "dim": "?", "prefix": "?", "trainable": "?", "offline": "no",
+                "weights source": f"ERROR {type(err).__name__}: {err}"}
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = [describe(name, args.weights) for name in sorted(available())]
+    if not rows:
+        print("no detectors registered (entry-point group 'mcam.detectors')")
+        return 1
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS[:-1]}
+    print("  ".join(c.ljust(widths.get(c, 0)) for c in COLUMNS))
+    for row in rows:
+        print("  ".join(row[c].ljust(widths.get(c, 0)) for c in COLUMNS))
+    return 0

@@ -1,0 +1,52 @@
+"""`mcam extract`: cached cues of detectors over a dataset (batched, resumable, CPU or GPU)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from mcam.cues.extract import build_detectors, extract_cues
+from mcam.cues.store import CueStore, default_cache_dir
+from mcam.detector import DetectorUnavailableError
+from mcam.manifest import load_manifest
+
+# Errors that are the user's to fix (unknown detector, bad manifest/spec, missing weights): a message, no traceback.
+USER_ERRORS = (KeyError, ValueError, FileNotFoundError, DetectorUnavailableError)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="dataset folder holding manifest.csv, or the manifest CSV")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--detectors", help="comma-separated registry names, default init args (e.g. macro,vgg)")
+    which.add_argument("--spec", help="detector spec YAML {detectors: {name: {weights: ..., ...}}} "
+                                      "(e.g. the detectors.yaml written by `mcam pretrain`)")
+    parser.add_argument("--cache", default=None, help=f"cue cache folder (default {default_cache_dir()})")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when visible)")
+    parser.add_argument("--clip-column", default="clip", help="manifest column of clips for clip detectors")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cache = args.cache or default_cache_dir()
+    start = time.perf_counter()
+    try:
+        manifest = load_manifest(args.data)
+        spec = args.spec or {name.strip(): {} for name in args.detectors.split(",") if name.strip()}
+        detectors = build_detectors(spec, device=args.device)
+        tables = extract_cues(manifest, detectors, cache, batch_size=args.batch_size,
+                              progress=not args.no_progress, clip_column=args.clip_column)
+    except USER_ERRORS as err:
+        print(f"mcam extract: error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    store = CueStore(cache)
+    print(f"{'detector':<12} {'dim':>5} {'valid':>11}  file")
+    for name, table in tables.items():
+        print(f"{name:<12} {table.dim:>5} {int(table.valid.sum()):>5}/{len(table.valid):<5}  "
+              f"{store.path(manifest, detectors[name], table.fingerprint)}")
+    print(f"{len(manifest)} samples, {len(tables)} detectors in {seconds:.1f} s "
+          f"({len(manifest) * len(tables) / max(seconds, 1e-9):.0f} sample-cues/s)")
+    return 0

@@ -1,0 +1,292 @@
+"""CueDataModule: cue tables of a manifest -> standardised in-memory tensors split train/val/test."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Mapping
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import WeightedRandomSampler
+
+from mcam.cues.table import CueTable
+from mcam.fusion.splits import SplitMode, assign_parts
+from mcam.fusion.subsets import parse_cues
+from mcam.labels import head_map
+from mcam.manifest import Manifest, load_manifest, validate
+
+PARTS = ("train", "val", "test")
+DEFAULT_DETECTORS = Path("configs/detectors/default.yaml")
+
+
+def default_detector_spec() -> Path | None:
+    """configs/detectors/default.yaml under the working directory or the source checkout, if present."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (base / DEFAULT_DETECTORS).exists():
+            return base / DEFAULT_DETECTORS
+    return None
+
+
+def _codes(values: pd.Series, names: list[str]) -> np.ndarray:
+    return values.map({name: i for i, name in enumerate(names)}).to_numpy(dtype=np.int64)
+
+
+@dataclass
+class _Prepared:
+    frame: pd.DataFrame  # kept rows: sample_id, region, subject, label, group, dataset, part
+    x: torch.Tensor  # float32 [N, sum D]
+    valid: torch.Tensor  # bool [N, n_cues]
+    y: torch.Tensor  # long [N]
+    region: torch.Tensor  # long [N]
+    group: torch.Tensor  # long [N]
+    cue_dims: dict[str, int]
+    cue_labels: dict[str, list[str]]
+    region_names: list[str]
+    group_names: list[str]
+
+
+class CueDataModule(pl.LightningDataModule):
+    """Cues of a manifest as in-memory tensors with a split spec; statistics from the training part only.
+
+    Cues come from (first that applies) tables given to `from_tables`, `cue_dir` (<cue>.npz CueTables),
+    or the detectors spec run through the cue store (`adaptation='gam'` fine-tunes the trainable
+    detectors on the training part first). Batches: (x, valid, y, region, group, row index).
+    """
+
+    def __init__(self, data_dir: str | None = None, cues: str | list[str] | None = None,
+                 detectors: str | None = None, cache_dir: str | None = None, cue_dir: str | None = None,
+                 split: SplitMode = "subject", val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
+                 regions: list[str] | None = None, train_regions: list[str] | None = None,
+                 test_regions: list[str] | None = None, train_datasets: list[str] | None = None,
+                 test_datasets: list[str] | None = None, target: Literal["canonical7", "macro6"] = "canonical7",
+                 balance: Literal["weights", "sampler", "none"] = "weights", standardize: bool = True,
+                 batch_size: int = 0, predict_split: Literal["train", "val", "test", "all"] = "test",
+                 adaptation: Literal["lam", "gam"] = "lam", gam_epochs: int | None = None,
+                 gam_dir: str | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_dir, self.cues, self.detectors, self.cue_dir = data_dir, cues, detectors, cue_dir
+        self.cache_dir = cache_dir
+        self.split, self.val_fraction, self.test_fraction, self.seed = split, val_fraction, test_fraction, seed
+        self.regions = regions
+        self.split_values = {"regions": (train_regions, test_regions), "datasets": (train_datasets, test_datasets)}
+        self.target, self.balance, self.standardize = target, balance, standardize
+        self.batch_size, self.predict_split = batch_size, predict_split
+        self.adaptation, self.gam_epochs, self.gam_dir = adaptation, gam_epochs, gam_dir
+        self.adapted_spec: Path | None = None
+        self._manifest: Manifest | None = None
+        self._tables: dict[str, CueTable] | None = None
+        self._data: _Prepared | None = None
+
+    @classmethod
+    def from_tables(cls, tables: Mapping[str, CueTable], manifest: Manifest | pd.DataFrame,
+                    **kwargs: object) -> "CueDataModule":
+        """A data module over precomputed cue tables (keyed by cue name); no detector is run."""
+        module = cls(**kwargs)  # type: ignore[arg-type]
+        module._tables = dict(tables)
+        module._manifest = manifest if isinstance(manifest, Manifest) else Manifest(validate(manifest), Path("."))
+        return module
+
+    # --- values linked into the model (computed on first access) -----------
+    @property
+    def cue_dims(self) -> dict[str, int]:
+        return dict(self._prepared().cue_dims)
+
+    @property
+    def cue_names(self) -> list[str]:
+        return list(self._prepared().cue_dims)
+
+    @property
+    def cue_labels(self) -> dict[str, list[str]]:
+        return dict(self._prepared().cue_labels)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(head_map(self.target).classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def region_names(self) -> list[str]:
+        return list(self._prepared().region_names)
+
+    @property
+    def group_names(self) -> list[str]:
+        return list(self._prepared().group_names)
+
+    @property
+    def class_weights(self) -> list[float] | None:
+        """Inverse class frequency on the training part (None when balance is 'sampler' or 'none')."""
+        if self.balance != "weights":
+            return None
+        counts = np.bincount(self._part_tensors("train")[2].numpy(), minlength=self.num_classes)
+        total = counts.sum()
+        return [float(total / (self.num_classes * c)) if c else 0.0 for c in counts]
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            if self.data_dir is None:
+                raise ValueError("CueDataModule needs data_dir (a manifest folder) or from_tables(...)")
+            self._manifest = load_manifest(self.data_dir)
+        return self._manifest
+
+    def metadata(self, rows: np.ndarray | torch.Tensor | None = None) -> pd.DataFrame:
+        """Kept-row metadata (sample_id, region, subject, label, group, dataset, part), optionally for some rows."""
+        frame = self._prepared().frame
+        return frame if rows is None else frame.iloc[np.asarray(rows)].reset_index(drop=True)
+
+    # --- Lightning hooks ---------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        self._prepared()
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_split, shuffle=False)
+
+    # --- internals -----------------------------------------------------------
+    def _part_tensors(self, part: str) -> tuple[torch.Tensor, ...]:
+        data = self._prepared()
+        rows = np.arange(len(data.frame)) if part == "all" else np.flatnonzero(data.frame["part"].to_numpy() == part)
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return data.x[index], data.valid[index], data.y[index], data.region[index], data.group[index], index
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        tensors = self._part_tensors(part)
+        n = len(tensors[0])
+        if n == 0:
+            raise ValueError(f"the {part!r} part is empty; check the split spec")
+        dataset = TensorDataset(*tensors)
+        generator = torch.Generator().manual_seed(self.seed)
+        if shuffle and self.balance == "sampler":
+            counts = torch.bincount(tensors[2], minlength=self.num_classes).float()
+            sampler = WeightedRandomSampler(1.0 / counts[tensors[2]], n, generator=generator)
+        elif shuffle:
+            sampler = RandomSampler(dataset, generator=generator)
+        else:
+            sampler = SequentialSampler(dataset)
+        size = n if self.batch_size <= 0 else min(self.batch_size, n)
+        # batch_size=None + a BatchSampler: TensorDataset is indexed with whole index lists (no per-sample collate)
+        return DataLoader(dataset, sampler=BatchSampler(sampler, size, drop_last=False), batch_size=None)
+
+    def _prepared(self) -> _Prepared:
+        if self._data is None:
+            self._data = self._prepare()
+        return self._data
+
+    def _prepare(self) -> _Prepared:
+        table = self.manifest.table
+        if self.regions:
+            table = table[table["region"].isin(self.regions)]
+        head = head_map(self.target)
+        y = np.array([head.index(label) for label in table["label"]], dtype=np.int64)
+        table, y = table[y >= 0].reset_index(drop=True), y[y >= 0]
+        train_values, test_values = self.split_values.get(self.split, (None, None))
+        parts = assign_parts(table, self.split, self.val_fraction, self.test_fraction, self.seed,
+                             train_values, test_values)
+        keep = np.array([p is not None for p in parts])
+        table, y, parts = table[keep].reset_index(drop=True), y[keep], parts[keep]
+        groups = table["group"].astype(str) if "group" in table.columns else pd.Series("all", index=table.index)
+        frame = pd.DataFrame({"sample_id": table["sample_id"], "region": table["region"], "subject": table["subject"],
+                              "label": table["label"], "group": groups, "dataset": table["dataset"], "part": parts})
+        tables = self._cue_tables(frame)
+        names = list(tables)
+        aligned = [tables[c].align(frame["sample_id"].to_numpy()) for c in names]
+        train = frame["part"].to_numpy() == "train"
+        blocks = [self._scaled(t.values.astype(np.float32), t.valid, train) for t in aligned]
+        region_names = sorted(frame["region"].unique())
+        group_names = sorted(frame["group"].unique())
+        return _Prepared(
+            frame=frame, x=torch.from_numpy(np.concatenate(blocks, axis=1)),
+            valid=torch.from_numpy(np.stack([t.valid for t in aligned], axis=1).astype(bool)),
+            y=torch.tensor(y), region=torch.as_tensor(_codes(frame["region"], region_names)),
+            group=torch.as_tensor(_codes(frame["group"], group_names)),
+            cue_dims={c: t.dim for c, t in zip(names, aligned)},
+            cue_labels={c: list(t.labels) for c, t in zip(names, aligned)},
+            region_names=region_names, group_names=group_names)
+
+    def _scaled(self, values: np.ndarray, valid: np.ndarray, train: np.ndarray) -> np.ndarray:
+        """Standardised with the mean/std of valid training rows; invalid rows are 0."""
+        values = values.copy()
+        if self.standardize:
+            fit_rows = values[train & valid]
+            if len(fit_rows):
+                mean, std = fit_rows.mean(axis=0), fit_rows.std(axis=0)
+                values = (values - mean) / np.where(std > 1e-6, std, 1.0)
+        values[~valid] = 0.0
+        return values.astype(np.float32)
+
+    def _cue_tables(self, frame: pd.DataFrame) -> dict[str, CueTable]:
+        """The selected cues' tables (from_tables, cue_dir or the detectors through the cue store)."""
+        if self._tables is None and self.cue_dir is not None:
+            files = sorted(Path(self.cue_dir).glob("*.npz"))
+            if not files:
+                raise FileNotFoundError(f"cue_dir {self.cue_dir}: no <cue>.npz CueTable files")
+            self._tables = {f.stem: CueTable.load(f) for f in files}
+        if self._tables is not None:
+            if self.adaptation == "gam":
+                raise ValueError("adaptation 'gam' needs detectors (a detectors spec), not precomputed cue tables")
+            names = parse_cues(self.cues, list(self._tables))
+            return {n: self._tables[n] for n in names}
+        return self._extract(frame)
+
+    def _detector_spec(self) -> Path:
+        spec = Path(self.detectors) if self.detectors else default_detector_spec()
+        if spec is None or not spec.exists():
+            raise FileNotFoundError(f"detectors spec {spec or DEFAULT_DETECTORS} not found; pass data.detectors "
+                                    "or precomputed cues (cue_dir / from_tables)")
+        return spec
+
+    def _extract(self, frame: pd.DataFrame) -> dict[str, CueTable]:
+        from mcam.cues.extract import build_detectors, extract_cues
+
+        spec = self._detector_spec()
+        detectors = build_detectors(spec)
+        names = parse_cues(self.cues, list(detectors))
+        chosen = {n: detectors[n] for n in names}
+        if self.adaptation == "gam":
+            chosen.update(self._adapt(spec, frame, chosen))
+        cache = Path(self.cache_dir) if self.cache_dir else self.manifest.root / "cues"
+        tables = extract_cues(self.manifest, chosen, cache, progress=False)
+        return {n: tables[n] for n in names}
+
+    def _adapt(self, spec: Path, frame: pd.DataFrame, detectors: Mapping[str, object]) -> dict[str, object]:
+        """GAM: fine-tune the trainable detectors on the training part; returns them rebuilt from the new spec."""
+        from mcam.cues.extract import build_detectors
+        from mcam.cues.pretrain import pretrain_detectors
+
+        trainable = [n for n, d in detectors.items() if getattr(d, "trainable", False)]
+        if not trainable:
+            raise ValueError(f"adaptation 'gam': none of the cues {list(detectors)} is trainable")
+        train_ids = frame.loc[frame["part"] == "train", "sample_id"]
+        train = self.manifest.subset(self.manifest.table["sample_id"].isin(train_ids))
+        key = json.dumps({"manifest": train.fingerprint(), "spec": spec.read_text(), "cues": trainable,
+                          "seed": self.seed, "epochs": self.gam_epochs}, sort_keys=True)
+        cache = Path(self.cache_dir) if self.cache_dir else self.manifest.root / "cues"
+        out = Path(self.gam_dir) if self.gam_dir else cache / "gam" / hashlib.sha256(key.encode()).hexdigest()[:12]
+        marker = out / "adapted_spec.txt"
+        if marker.exists() and Path(marker.read_text().strip()).exists():
+            adapted = Path(marker.read_text().strip())
+        else:
+            adapted = Path(pretrain_detectors(train, trainable, out, seed=self.seed, base_spec=spec,
+                                              epochs=self.gam_epochs))
+            out.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(adapted))
+        self.adapted_spec = adapted
+        rebuilt = build_detectors(adapted)
+        return {n: rebuilt[n] for n in trainable}

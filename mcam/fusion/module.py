@@ -1,0 +1,194 @@
+"""FusionModule: trains any fusion network (passed in) and logs metrics and cue weights by class/region/group."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from mcam.fusion.figures import heatmap
+from mcam.fusion.metrics import accuracy, confusion, macro_f1, mean_by
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]  # x, valid, y, region, group, row index
+
+
+class FusionModule(pl.LightningModule):
+    """Class-weighted cross-entropy training of a fusion network with Adam and LR-on-plateau.
+
+    Logs <split>/loss|acc|f1, per region/group acc and f1, mean cue weight per cue, per class and per
+    region, and (TensorBoard) class x cue and region x cue weight heatmaps and a confusion matrix.
+    """
+
+    def __init__(self, network: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
+                 class_weights: list[float] | None = None, plateau_factor: float = 0.5, plateau_patience: int = 5,
+                 monitor: str = "val/loss", region_names: list[str] | None = None,
+                 group_names: list[str] | None = None, image_every_n_epochs: int = 10) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network", "class_weights", "region_names", "group_names"])
+        self.network = network
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weight", weight, persistent=False)
+        self.region_names = list(region_names or [])
+        self.group_names = list(group_names or [])
+        self._collected: dict[str, list[tuple[Tensor, ...]]] = {"train": [], "val": [], "test": []}
+        self.epoch_metrics: dict[str, dict[str, float]] = {}  # last epoch's full metrics per split
+
+    @property
+    def cue_names(self) -> list[str]:
+        return list(self.network.cue_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.network.class_names)
+
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits [B, K], cue weights [B, n_cues])."""
+        return self.network(x, valid)
+
+    # --- steps ------------------------------------------------------------
+    def _step(self, batch: Batch, split: str) -> Tensor:
+        x, valid, y, region, group, _ = batch
+        logits, weights = self.network(x, valid)
+        loss = F.cross_entropy(logits, y, weight=self.class_weight)
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self._collected[split].append((logits.detach().argmax(1), weights.detach(), y, region, group))
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        x, valid, _, _, _, index = batch
+        logits, weights = self.network(x, valid)
+        return {"index": index, "probs": logits.softmax(1), "weights": weights}
+
+    # --- epoch ends -----------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train", images=False)
+
+    def on_validation_epoch_end(self) -> None:
+        every = self.hparams.image_every_n_epochs
+        if self.trainer.sanity_checking:
+            self._collected["val"].clear()
+            return
+        self._log_epoch("val", images=every > 0 and self.current_epoch % every == 0)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", images=self.hparams.image_every_n_epochs > 0)
+
+    def _log_epoch(self, split: str, images: bool) -> None:
+        if not self._collected[split]:
+            return
+        pred, weights, y, region, group = (torch.cat(t).cpu() for t in zip(*self._collected[split]))
+        self._collected[split].clear()
+        k = self.network.num_classes
+        core = {f"{split}/acc": accuracy(y, pred), f"{split}/f1": macro_f1(y, pred, k)}
+        self.log_dict(core)
+        details = self._breakdown(split, pred, weights.float(), y, region, group, images)
+        self.epoch_metrics[split] = {**core, **details}
+        # Breakdowns go straight to the loggers: routing ~100 scalars through self.log costs more than training.
+        for logger in self.loggers:
+            logger.log_metrics(details, step=self.global_step)
+
+    def _breakdown(self, split: str, pred: Tensor, weights: Tensor, y: Tensor, region: Tensor, group: Tensor,
+                   images: bool) -> dict[str, float]:
+        """Cue weights overall/per class/per region, acc and F1 per region and group; optional figures."""
+        k, cues, classes = self.network.num_classes, self.cue_names, self.class_names
+        values = {f"{split}/weight/{cue}": float(weights[:, c].mean()) for c, cue in enumerate(cues)}
+        by_class, class_counts = mean_by(weights, y, k)
+        region_names = self._names(self.region_names, int(region.max()) + 1, "region")
+        by_region, region_counts = mean_by(weights, region, len(region_names))
+        for stem, names, table, counts in (("weight_class", classes, by_class, class_counts),
+                                           ("weight_region", region_names, by_region, region_counts)):
+            for i, name in enumerate(names):
+                if counts[i]:
+                    values.update({f"{split}/{stem}/{name}/{cue}": float(table[i, c]) for c, cue in enumerate(cues)})
+        for kind, keys, names in (("region", region, region_names),
+                                  ("group", group, self._names(self.group_names, int(group.max()) + 1, "group"))):
+            for i, name in enumerate(names):
+                rows = keys == i
+                if rows.any():
+                    values[f"{split}/acc_{kind}/{name}"] = accuracy(y[rows], pred[rows])
+                    values[f"{split}/f1_{kind}/{name}"] = macro_f1(y[rows], pred[rows], k)
+        if images:
+            self._log_images(split, by_class[class_counts > 0].numpy(), [c for c, n in zip(classes, class_counts) if n],
+                             by_region[region_counts > 0].numpy(), [r for r, n in zip(region_names, region_counts) if n],
+                             confusion(y, pred, k).numpy())
+        return values
+
+    @staticmethod
+    def _names(names: Sequence[str], n: int, stem: str) -> list[str]:
+        return list(names) if len(names) >= n else [f"{stem}{i}" for i in range(n)]
+
+    def _log_images(self, split: str, by_class: np.ndarray, classes: list[str], by_region: np.ndarray,
+                    regions: list[str], cm: np.ndarray) -> None:
+        writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
+        if not writers:
+            return
+        cues, step = self.cue_names, self.current_epoch
+        figures = {
+            f"{split}/weights_by_class": heatmap(by_class, classes, cues, f"{split}: mean cue weight by class"),
+            f"{split}/weights_by_region": heatmap(by_region, regions, cues, f"{split}: mean cue weight by region"),
+            f"{split}/confusion": heatmap(cm, self.class_names, self.class_names, f"{split}: confusion",
+                                          fmt="{:.0f}", xlabel="predicted", ylabel="true"),
+        }
+        for writer in writers:
+            for tag, fig in figures.items():
+                writer.add_figure(tag, fig, global_step=step, close=False)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None
+        optimizer = torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=self.hparams.plateau_factor,
+                                                               patience=self.hparams.plateau_patience)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor}}
+
+
+def predictions_frame(outputs: Sequence[dict[str, Tensor]], metadata: Any, cue_names: Sequence[str],
+                      class_names: Sequence[str]) -> pd.DataFrame:
+    """Per-sample rows: metadata columns, label, pred, prob_<class>, weight_<cue>.
+
+    `metadata(rows)` returns the data module's metadata frame for the given row indices.
+    """
+    index = torch.cat([o["index"] for o in outputs]).cpu().numpy()
+    probs = torch.cat([o["probs"] for o in outputs]).float().cpu().numpy()
+    weights = torch.cat([o["weights"] for o in outputs]).float().cpu().numpy()
+    frame = metadata(index)
+    frame["pred"] = np.asarray(class_names)[probs.argmax(1)]
+    for k, name in enumerate(class_names):
+        frame[f"prob_{name}"] = probs[:, k]
+    for c, cue in enumerate(cue_names):
+        frame[f"weight_{cue}"] = weights[:, c]
+    return frame
+
+
+class PredictionCSVWriter(BasePredictionWriter):
+    """Writes `predict` outputs to CSV (default: <log_dir>/predictions.csv)."""
+
+    def __init__(self, output: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = output
+        self.path: Path | None = None
+
+    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any],
+                           batch_indices: Sequence[Any]) -> None:
+        outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        frame = predictions_frame(outputs, trainer.datamodule.metadata, pl_module.cue_names, pl_module.class_names)
+        self.path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(self.path, index=False)

@@ -1,0 +1,224 @@
+"""Fusion networks (plain nn.Modules): the paper's attention MLP and the baselines beside it.
+
+Every network takes the concatenated cue matrix x [B, sum(D_c)] (cues in `cue_dims` order) and a
+validity mask valid [B, n_cues], and returns (logits [B, K], cue weights [B, n_cues]); the weights
+of an invalid cue are exactly 0 and rows without any valid cue get all-zero weights.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mcam.labels import CANONICAL, head_map
+
+
+def masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
+    """Softmax over cues with invalid cues at exactly 0; an all-invalid row gives all zeros (no NaN)."""
+    any_valid = valid.any(dim=1, keepdim=True)
+    filled = logits.masked_fill(~valid, float("-inf"))
+    filled = torch.where(any_valid, filled, torch.zeros_like(filled))
+    return torch.softmax(filled, dim=1) * any_valid
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0) -> nn.Sequential:
+    """Linear+ReLU(+Dropout) hidden layers then a linear output layer."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_dim = width
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class FusionNetwork(nn.Module):
+    """Common constructor of all fusion networks: the cues (name -> dim), class count and labels."""
+
+    def __init__(self, cue_dims: Mapping[str, int], num_classes: int,
+                 cue_labels: Mapping[str, Sequence[str]] | None = None,
+                 class_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if not cue_dims:
+            raise ValueError(f"{type(self).__name__}: no cues given")
+        self.cue_names: list[str] = list(cue_dims)
+        self.cue_dims: dict[str, int] = {k: int(v) for k, v in cue_dims.items()}
+        self.num_classes = int(num_classes)
+        self.cue_labels = {k: list(v) for k, v in (cue_labels or {}).items()}
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    def split(self, x: Tensor) -> tuple[Tensor, ...]:
+        """x [B, sum D] -> one tensor per cue."""
+        return torch.split(x, [self.cue_dims[c] for c in self.cue_names], dim=1)
+
+
+class CueEncoders(nn.Module):
+    """One Linear+ReLU encoder per cue onto a common embedding size; invalid cues embed to 0."""
+
+    def __init__(self, cue_dims: Mapping[str, int], embed_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, embed_dim), nn.ReLU(), *([nn.Dropout(dropout)] if dropout > 0 else []))
+            for d in cue_dims.values())
+
+    def forward(self, parts: Sequence[Tensor], valid: Tensor) -> Tensor:
+        """Embeddings [B, n_cues, E]."""
+        embedded = torch.stack([enc(p) for enc, p in zip(self.encoders, parts)], dim=1)
+        return embedded * valid.unsqueeze(-1)
+
+
+class AttentionFusion(FusionNetwork):
+    """The paper's attention MLP: per-sample masked softmax weights over cue embeddings, then an MLP head."""
+
+    def __init__(self, cue_dims: Mapping[str, int], num_classes: int,
+                 cue_labels: Mapping[str, Sequence[str]] | None = None, class_names: Sequence[str] | None = None,
+                 embed_dim: int = 16, attention_hidden: Sequence[int] = (32,), hidden: Sequence[int] = (10, 10, 10),
+                 dropout: float = 0.0) -> None:
+        super().__init__(cue_dims, num_classes, cue_labels, class_names)
+        n = len(self.cue_names)
+        self.encoders = CueEncoders(self.cue_dims, embed_dim, dropout)
+        # The attention MLP sees every cue embedding plus which cues are present.
+        self.attention = mlp(n * embed_dim + n, attention_hidden, n)
+        self.head = mlp(embed_dim, hidden, num_classes, dropout)
+
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        emb = self.encoders(self.split(x), valid)
+        scores = self.attention(torch.cat([emb.flatten(1), valid.float()], dim=1))
+        weights = masked_softmax(scores, valid)
+        fused = (weights.unsqueeze(-1) * emb).sum(dim=1)
+        return self.head(fused), weights
+
+
+class ConcatMLP(FusionNetwork):
+    """Concatenation baseline: cue embeddings (invalid zeroed) + validity indicators into an MLP.
+
+    Weights returned: uniform over the sample's valid cues (nothing is learned per cue).
+    """
+
+    def __init__(self, cue_dims: Mapping[str, int], num_classes: int,
+                 cue_labels: Mapping[str, Sequence[str]] | None = None, class_names: Sequence[str] | None = None,
+                 embed_dim: int = 16, hidden: Sequence[int] = (10, 10, 10), dropout: float = 0.0) -> None:
+        super().__init__(cue_dims, num_classes, cue_labels, class_names)
+        n = len(self.cue_names)
+        self.encoders = CueEncoders(self.cue_dims, embed_dim, dropout)
+        self.head = mlp(n * embed_dim + n, hidden, num_classes, dropout)
+
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        emb = self.encoders(self.split(x), valid)
+        logits = self.head(torch.cat([emb.flatten(1), valid.float()], dim=1))
+        return logits, masked_softmax(torch.zeros_like(valid, dtype=x.dtype), valid)
+
+
+class StaticWeightFusion(FusionNetwork):
+    """Learned static cue weights: one trainable logit per cue, masked softmax, weighted sum, MLP head."""
+
+    def __init__(self, cue_dims: Mapping[str, int], num_classes: int,
+                 cue_labels: Mapping[str, Sequence[str]] | None = None, class_names: Sequence[str] | None = None,
+                 embed_dim: int = 16, hidden: Sequence[int] = (10, 10, 10), dropout: float = 0.0) -> None:
+        super().__init__(cue_dims, num_classes, cue_labels, class_names)
+        self.encoders = CueEncoders(self.cue_dims, embed_dim, dropout)
+        self.cue_logits = nn.Parameter(torch.zeros(len(self.cue_names)))
+        self.head = mlp(embed_dim, hidden, num_classes, dropout)
+
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        emb = self.encoders(self.split(x), valid)
+        weights = masked_softmax(self.cue_logits.expand(x.shape[0], -1), valid)
+        return self.head((weights.unsqueeze(-1) * emb).sum(dim=1)), weights
+
+
+class SingleCue(FusionNetwork):
+    """One cue through an MLP (the paper's single-cue models); weights are one-hot on that cue."""
+
+    def __init__(self, cue_dims: Mapping[str, int], num_classes: int,
+                 cue_labels: Mapping[str, Sequence[str]] | None = None, class_names: Sequence[str] | None = None,
+                 cue: str | None = None, hidden: Sequence[int] = (16, 10, 10, 10), dropout: float = 0.0) -> None:
+        super().__init__(cue_dims, num_classes, cue_labels, class_names)
+        if cue is None:
+            if len(self.cue_names) != 1:
+                raise ValueError(f"SingleCue: choose `cue` among {self.cue_names}")
+            cue = self.cue_names[0]
+        if cue not in self.cue_dims:
+            raise ValueError(f"SingleCue: cue {cue!r} not among the data's cues {self.cue_names}")
+        self.cue = cue
+        self.position = self.cue_names.index(cue)
+        self.net = mlp(self.cue_dims[cue], hidden, num_classes, dropout)
+
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        part = self.split(x)[self.position] * valid[:, self.position:self.position + 1]
+        weights = torch.zeros_like(valid, dtype=x.dtype)
+        weights[:, self.position] = valid[:, self.position].to(x.dtype)
+        return self.net(part), weights
+
+
+def class_probability_map(labels: Sequence[str], class_names: Sequence[str]) -> Tensor:
+    """Matrix [D, K] sending a cue's class-probability columns onto the target classes (zeros elsewhere).
+
+    A column '<prefix>.<c>' counts when c is a target class, or a micro-head class (positive, negative, ...)
+    whose mass is split evenly over the canonical classes that map onto it and are targets.
+    """
+    index = {name: k for k, name in enumerate(class_names)}
+    micro = head_map("micro4")
+    matrix = torch.zeros(len(labels), len(class_names))
+    for row, label in enumerate(labels):
+        name = label.split(".", 1)[-1]
+        if name in index:
+            matrix[row, index[name]] = 1.0
+        elif name in micro.classes:
+            targets = [index[c] for c in CANONICAL if micro.mapping[c] == name and c in index]
+            for k in targets:
+                matrix[row, k] = 1.0 / len(targets)
+    return matrix
+
+
+class LateFusionAverage(FusionNetwork):
+    """Late fusion: average of the detectors' own class probabilities mapped to the target classes.
+
+    Needs raw (unstandardised) cues. Columns named after a class (macro.happy, au.happy,
+    microplus.positive, ...) are read as probabilities (clamped >= 0, renormalised per cue);
+    cues without such columns (vgg) get weight 0. Weights are uniform over the sample's valid
+    probability cues. `calibrate` adds a learned temperature and per-class bias on the log-average.
+    """
+
+    needs_raw_cues = True
+
+    def __init__(self, cue_dims: Mapping[str, int], num_classes: int,
+                 cue_labels: Mapping[str, Sequence[str]] | None = None, class_names: Sequence[str] | None = None,
+                 calibrate: bool = True) -> None:
+        super().__init__(cue_dims, num_classes, cue_labels, class_names)
+        if set(self.cue_labels) < set(self.cue_names):
+            raise ValueError("LateFusionAverage needs cue_labels for every cue (linked from the data module)")
+        maps = [class_probability_map(self.cue_labels[c], self.class_names) for c in self.cue_names]
+        self.register_buffer("prob_map", torch.block_diag(*maps))
+        self.register_buffer("has_probs", torch.tensor([bool(m.any()) for m in maps]))
+        if not bool(self.has_probs.any()):
+            raise ValueError(f"LateFusionAverage: none of the cues {self.cue_names} carries class probabilities")
+        self.calibrate = calibrate
+        if calibrate:
+            self.log_temperature = nn.Parameter(torch.zeros(()))
+            self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        n, k = len(self.cue_names), self.num_classes
+        # [B, n, K]: each cue's probabilities on the target classes (block-diagonal map keeps cues apart)
+        per_cue = (x.clamp_min(0) @ self.prob_map).reshape(x.shape[0], n, k)
+        per_cue = per_cue / per_cue.sum(-1, keepdim=True).clamp_min(1e-8)
+        use = valid & self.has_probs
+        weights = masked_softmax(torch.zeros_like(use, dtype=x.dtype), use)
+        probs = (weights.unsqueeze(-1) * per_cue).sum(1)
+        logits = torch.log(probs.clamp_min(1e-6))
+        if self.calibrate:
+            logits = logits * torch.exp(self.log_temperature) + self.bias
+        return logits, weights
+
+
+NETWORKS: dict[str, type[FusionNetwork]] = {
+    "attention": AttentionFusion,
+    "concat": ConcatMLP,
+    "static_weights": StaticWeightFusion,
+    "late_average": LateFusionAverage,
+    "single_cue": SingleCue,
+}

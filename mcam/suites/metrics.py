@@ -1,0 +1,89 @@
+"""Per-run metrics from a predictions table: overall, per region/group (fairlearn), bootstrap CIs, paired tests."""
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from fairlearn.metrics import MetricFrame
+from scipy.stats import binomtest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def probabilities(predictions: pd.DataFrame, class_names: Sequence[str]) -> np.ndarray:
+    """The prob_<class> columns as an array [N, K]."""
+    return predictions[[f"prob_{c}" for c in class_names]].to_numpy(dtype=float)
+
+
+def cross_entropy(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> float:
+    """Mean negative log-probability of the true class (columns of `probs` in `class_names` order).
+
+    Not sklearn's log_loss: it assumes columns in sorted label order, which class_names are not.
+    """
+    index = {c: k for k, c in enumerate(class_names)}
+    rows = np.asarray([index[y] for y in y_true])
+    probs = probs / probs.sum(1, keepdims=True)
+    return float(-np.log(probs[np.arange(len(rows)), rows]).mean())
+
+
+def group_metrics(predictions: pd.DataFrame, column: str) -> dict[str, float | str]:
+    """Accuracy per value of `column` via fairlearn's MetricFrame, its spread, worst value and max gap."""
+    frame = MetricFrame(metrics=accuracy_score, y_true=predictions["label"], y_pred=predictions["pred"],
+                        sensitive_features=predictions[column])
+    by_group = frame.by_group
+    return {
+        f"{column}_accuracy": json.dumps({str(k): round(float(v), 4) for k, v in by_group.items()}),
+        f"{column}_acc_std": float(np.std(by_group.to_numpy())) if len(by_group) > 1 else 0.0,
+        f"{column}_worst": str(by_group.idxmin()),
+        f"{column}_worst_acc": float(frame.group_min()),
+        f"{column}_max_gap": float(frame.difference(method="between_groups")),
+    }
+
+
+def bootstrap_ci(correct: np.ndarray, clusters: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of accuracy, resampling whole subjects (clusters) so correlated samples are not overcounted."""
+    rng = np.random.default_rng(seed)
+    ids, inverse = np.unique(clusters, return_inverse=True)
+    hits = np.bincount(inverse, weights=correct.astype(float), minlength=len(ids))
+    counts = np.bincount(inverse, minlength=len(ids)).astype(float)
+    draws = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    accuracies = hits[draws].sum(1) / counts[draws].sum(1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(accuracies, alpha)), float(np.quantile(accuracies, 1 - alpha))
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:
+    """Exact McNemar test on paired correctness: (a right & b wrong, a wrong & b right, two-sided p)."""
+    a_only = int(np.sum(correct_a & ~correct_b))
+    b_only = int(np.sum(~correct_a & correct_b))
+    p = 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    return a_only, b_only, p
+
+
+def run_metrics(predictions: pd.DataFrame, class_names: Sequence[str], seed: int = 0) -> dict[str, float | str]:
+    """One results row's metric columns for a run's test predictions."""
+    y_true, y_pred = predictions["label"].to_numpy(), predictions["pred"].to_numpy()
+    correct = y_true == y_pred
+    low, high = bootstrap_ci(correct, predictions["subject"].to_numpy(), seed=seed)
+    probs = np.clip(probabilities(predictions, class_names), 1e-7, 1)
+    precision, recall, _, _ = precision_recall_fscore_support(y_true, y_pred, labels=list(class_names), zero_division=0)
+    row: dict[str, float | str] = {
+        "n_test": int(len(predictions)),
+        "accuracy": float(correct.mean()),
+        "acc_ci_low": low,
+        "acc_ci_high": high,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=list(class_names), average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=list(class_names), average="weighted", zero_division=0)),
+        "cross_entropy": cross_entropy(y_true, probs, class_names),
+        "precision": json.dumps({c: round(float(p), 4) for c, p in zip(class_names, precision)}),
+        "recall": json.dumps({c: round(float(r), 4) for c, r in zip(class_names, recall)}),
+        "confusion": json.dumps(confusion_matrix(y_true, y_pred, labels=list(class_names)).tolist()),
+    }
+    for column in ("region", "group"):
+        if column in predictions.columns and predictions[column].notna().all():
+            row.update(group_metrics(predictions, column))
+    for column in [c for c in predictions.columns if c.startswith("weight_")]:
+        row[column] = float(predictions[column].mean())
+    return row

@@ -1,0 +1,109 @@
+"""Every registered detector plugin (mcam.registry.available()) honours the Detector contract."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, WeightsInfo
+from mcam.registry import available, detector_class
+
+torch.set_num_threads(1)
+NAMES = sorted(available())
+B = 3
+
+
+def _config(name: str) -> dict:
+    """Offline-runnable init args: explicit random weights for trainables, defaults otherwise."""
+    return {"device": "cpu", **({"weights": "random"} if detector_class(name).trainable else {})}
+
+
+def _build(name: str, **extra) -> Detector:
+    return detector_class(name)(**{**_config(name), **extra})
+
+
+def _batch() -> FaceBatch:
+    rng = np.random.default_rng(0)
+    return FaceBatch(sample_ids=[f"s{i}" for i in range(B)],
+                     images=[rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(B)],
+                     clips=[rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8) for _ in range(B)])
+
+
+def _extract_or_skip(detector: Detector) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return detector.extract(_batch())
+    except DetectorUnavailableError as err:
+        pytest.skip(f"{detector.name} cannot run offline here: {err}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_class_and_description(name):
+    cls = detector_class(name)
+    assert issubclass(cls, Detector) and cls.name == name
+    assert isinstance(cls.input_kind, InputKind) and isinstance(cls.prefix, str) and cls.prefix
+    detector = _build(name)
+    labels = detector.labels
+    assert len(labels) == detector.dim > 0 and len(set(labels)) == len(labels)
+    assert all(label.startswith(f"{cls.prefix}.") for label in labels)
+    assert isinstance(detector.weights_info(), WeightsInfo)
+    assert not detector._loaded, "describing a detector must not load its weights"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_extract_shapes(name):
+    detector = _build(name)
+    cues, valid = _extract_or_skip(detector)
+    assert cues.dtype == np.float32 and cues.shape == (B, detector.dim)
+    assert valid.dtype == bool and valid.shape == (B,)
+    assert np.isfinite(cues).all()
+    again, valid_again = detector.extract(_batch())
+    np.testing.assert_allclose(again, cues, rtol=1e-5, atol=1e-6)  # inference is deterministic (eval mode)
+    np.testing.assert_array_equal(valid_again, valid)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fingerprint_deterministic_and_sensitive(name):
+    first = _build(name)
+    try:
+        fingerprint = first.fingerprint()
+    except DetectorUnavailableError as err:
+        pytest.skip(f"{name} cannot run offline here: {err}")
+    assert fingerprint == _build(name).fingerprint(), "same config must give the same fingerprint"
+    changed = _build(name)
+    changed.config["conformance_probe"] = 1
+    assert changed.fingerprint() != fingerprint, "the fingerprint must hash the config"
+    other_weights = _build(name)
+    other_weights.weights_digest = lambda: "other-weights"
+    assert other_weights.fingerprint() != fingerprint, "the fingerprint must hash the weights"
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if detector_class(n).trainable])
+def test_save_and_reload(name, tmp_path):
+    detector = _build(name)
+    cues, valid = _extract_or_skip(detector)
+    path = detector.save(tmp_path / f"{name}.pt")
+    reloaded = detector_class(name)(device="cpu", weights=str(path))
+    again, valid_again = reloaded.extract(_batch())
+    np.testing.assert_allclose(again, cues, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(valid_again, valid)
+    assert reloaded.fingerprint() != detector.fingerprint()  # weights=PATH is another config
+
+
+def test_detectors_cli_lists_every_plugin(capsys):
+    from mcam.cli.main import main
+
+    assert main(["detectors"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["name", "input", "dim"]
+    assert sorted(line.split()[0] for line in lines[1:]) == NAMES
+
+
+def test_detectors_cli_survives_a_broken_plugin(monkeypatch):
+    from mcam.cli import detectors as cli
+
+    def broken(name, **config):
+        raise ImportError("No module named 'missing_dependency'")
+
+    monkeypatch.setattr(cli, "create_detector", broken)
+    row = cli.describe("broken")
+    assert row["name"] == "broken" and "ImportError: No module named 'missing_dependency'" in row["weights source"]
