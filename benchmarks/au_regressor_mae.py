@@ -79,8 +79,7 @@ def main() -> int:
         truth = au_targets(data)
         mae[region] = np.abs(predicted - truth).mean(axis=0)
         baseline[region] = float(np.abs(baseline_mean - truth).mean())
-        probs = detector.svm.predict_proba(predicted)
-        accuracy[region] = float(np.mean(np.asarray(detector.svm.classes)[probs.argmax(1)] == np.asarray(data.labels)))
+        accuracy[region] = detector.svm.score(predicted, data.labels)
         counts[region] = len(data.faces)
 
     table = pd.DataFrame(mae, index=[f"{au}_r" for au in AU_NAMES])

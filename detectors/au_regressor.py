@@ -23,12 +23,11 @@ import torch
 from torch import nn
 
 from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo
+from mcam.synth.mesh import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
 from mcam.labels import head_map
 from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
 from mcam_detectors.au_svm import AUEmotionSVM
 
-AU_NAMES: tuple[str, ...] = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",
-                             "AU14", "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43")
 SVM_KEY = "svm.joblib"  # state_dict entry holding the AU -> emotion SVM
 HEAD = "canonical7"
 
@@ -220,7 +219,7 @@ class AURegressor(Detector):
         if targets is not None:
             metrics["train_au_mae"] = float(np.nanmean(np.abs(predicted - targets[keep])))
         self.svm = AUEmotionSVM(head.classes, seed=seed).fit(predicted, labels)
-        metrics["train_acc"] = _accuracy(self.svm, predicted, labels)
+        metrics["train_acc"] = self.svm.score(predicted, labels)
         self._provenance = (f"au.fit on {len(keep)} faces ({'regressor + SVM' if targets is not None else 'SVM only'}), "
                             f"starting from {self.config['weights'] or 'a fresh model'}, {epochs} epochs, seed {seed}")
         if val is not None:
@@ -261,7 +260,7 @@ class AURegressor(Detector):
         if not keep:
             return {}
         predicted = self.predict_aus([data.faces[i] for i in keep])
-        result = {f"{prefix}acc": _accuracy(self.svm, predicted, [head.target(data.labels[i]) for i in keep])}
+        result = {f"{prefix}acc": self.svm.score(predicted, [head.target(data.labels[i]) for i in keep])}
         targets = au_targets(data)
         if targets is not None:
             result[f"{prefix}au_mae"] = float(np.nanmean(np.abs(predicted - targets[keep])))
@@ -276,8 +275,3 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     padded = nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
     dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=generator))
     return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
-
-
-def _accuracy(svm: AUEmotionSVM, aus: np.ndarray, labels: list[str]) -> float:
-    predicted = np.asarray(svm.classes)[svm.predict_proba(aus).argmax(axis=1)]
-    return float(np.mean(predicted == np.asarray(labels)))

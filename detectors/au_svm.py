@@ -79,6 +79,11 @@ class AUEmotionSVM:
             out[:, self.classes.index(str(name))] = probs[:, column]
         return out
 
+    def score(self, features: np.ndarray, labels: Sequence[str]) -> float:
+        """Accuracy of the most probable class against `labels`."""
+        predicted = np.asarray(self.classes)[self.predict_proba(features).argmax(axis=1)]
+        return float(np.mean(predicted == np.asarray(list(labels), dtype=object)))
+
     def to_bytes(self) -> bytes:
         """Serialised state (joblib) for a checkpoint dict; stable for a given fit or load."""
         if self._blob is None:

@@ -169,18 +169,14 @@ class OpenFaceImporter(Detector):
         self.svm = AUEmotionSVM(head.classes, seed=int(kwargs.get("seed", 0))).fit(aus[keep, :len(R_COLUMNS)], labels)
         self._fitted_here = True  # from now on the fitted SVM wins over weights=PATH (GAM refit)
         metrics = {"n_train": float(len(keep)), "n_skipped": float(len(train.labels) - len(keep)),
-                   "train_acc": self._accuracy(aus[keep, :len(R_COLUMNS)], labels)}
+                   "train_acc": self.svm.score(aus[keep, :len(R_COLUMNS)], labels)}
         if val is not None and val.sample_ids is not None:
             val_aus, val_valid = self.read_aus(val.sample_ids)
             rows = [i for i, label in enumerate(val.labels) if val_valid[i] and head.target(label) is not None]
             if rows:
-                metrics["val_acc"] = self._accuracy(val_aus[rows, :len(R_COLUMNS)],
+                metrics["val_acc"] = self.svm.score(val_aus[rows, :len(R_COLUMNS)],
                                                     [head.target(val.labels[i]) for i in rows])
         return metrics
-
-    def _accuracy(self, aus: np.ndarray, labels: list[str]) -> float:
-        predicted = np.asarray(self.svm.classes)[self.svm.predict_proba(aus).argmax(axis=1)]
-        return float(np.mean(predicted == np.asarray(labels)))
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted SVM as a checkpoint loadable via weights=PATH."""

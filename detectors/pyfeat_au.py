@@ -21,11 +21,10 @@ import numpy as np
 import torch
 
 from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, WeightsInfo
+from mcam.synth.mesh import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
 
 HF_REPO = "py-feat/face_multitask_v2"
 HF_FILE = "face_multitask_v28.safetensors"
-AU_NAMES: tuple[str, ...] = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",
-                             "AU14", "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43")
 CHIP = 256
 DOWNLOAD_HINT = ("on a machine with internet run: python -c \"from huggingface_hub import hf_hub_download; "
                  "from feat.utils.io import get_resource_path; "

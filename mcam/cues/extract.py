@@ -184,8 +184,8 @@ def _extract_one(store: CueStore, manifest: Manifest, detector: Detector, finger
                         store.partial_path(manifest, detector, fingerprint))
         raise
     table = CueTable(detector.name, fingerprint, sample_ids, detector.labels, values, valid)
-    store.put(manifest, detector, table, fingerprint)
     _write_rejects(store.rejects_path(manifest, detector, fingerprint), manifest, reasons, detector.name)
+    store.put(manifest, detector, table, fingerprint)  # last: its presence means the entry is complete
     return table
 
 
@@ -197,6 +197,7 @@ def _checkpoint(store: CueStore, manifest: Manifest, detector: Detector, fingerp
 
 def _write_rejects(path: Path, manifest: Manifest, reasons: np.ndarray, name: str) -> None:
     rejected = [i for i, reason in enumerate(reasons) if reason]
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)

@@ -154,7 +154,7 @@ def write_report(out: str | Path) -> Path:
     summary.to_csv(out / "summary.csv", index=False)
     command = (out / "command.txt").read_text().strip() if (out / "command.txt").exists() else "(not recorded)"
     lines = [f"# MCAM suite report: {results['suite'].iloc[0]} ({results['protocol'].iloc[0]})", "",
-             f"{len(results)} runs; seeds {sorted(results['seed'].unique())}; folds {sorted(results['fold'].unique())}.",
+             f"{len(results)} runs; seeds {sorted(int(s) for s in results['seed'].unique())}; folds {sorted(results['fold'].unique())}.",
              "Accuracy cells: mean over seeds [95% CI from a subject-level bootstrap, averaged over seeds].",
              "Every MCAM (attention) number stands beside its baselines; nothing is tuned per region.", "",
              "Reproduce:", "", "```bash", command, "```", ""]

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from mcam.cues.extract import build_detectors, extract_cues
 from mcam.cues.pretrain import pretrain_detectors
 from mcam.cues.table import CueTable
-from mcam.manifest import Manifest, load_manifest
+from mcam.manifest import Manifest, load_manifest, save_manifest
 from mcam.suites.metrics import run_metrics
 from mcam.suites.protocols import Fold, make_folds
 from mcam.suites.spec import REPO, RunSpec, SuiteSpec, expand_runs
@@ -24,8 +24,11 @@ RESULTS = "results.csv"
 RUN_COLUMNS = ["run_id", "suite", "protocol", "fold", "mode", "model", "cue_set", "cues", "seed"]
 
 
-def ensure_data(data: Mapping[str, Any]) -> Manifest:
-    """The suite's dataset: an existing manifest folder, or the synthetic data rendered on first use."""
+def ensure_data(data: Mapping[str, Any], out: Path) -> Manifest:
+    """The suite's dataset: one manifest folder (`dir`, the synthetic data rendered there on first use), or
+    several prepared folders (`dirs`, e.g. a JAFFE and a CK+ preparation as two regions) merged into out/data."""
+    if "dirs" in data:
+        return merge_manifests([Path(d) for d in data["dirs"]], out / "data")
     folder = Path(data["dir"])
     if not (folder / "manifest.csv").exists():
         if not data.get("synth_config"):
@@ -35,6 +38,20 @@ def ensure_data(data: Mapping[str, Any]) -> Manifest:
         config = Path(data["synth_config"])
         generate(folder, config if config.is_absolute() else REPO / config, seed=int(data.get("synth_seed", 0)))
     return load_manifest(folder)
+
+
+def merge_manifests(folders: list[Path], out: Path) -> Manifest:
+    """One manifest over several dataset folders (file paths made absolute); sample ids must stay unique."""
+    tables = []
+    for folder in folders:
+        manifest = load_manifest(folder)
+        table = manifest.table.copy()
+        for column in ("path", "clip", "micro_clip"):
+            if column in table:
+                table[column] = table[column].map(lambda p: str(manifest.resolve(p).resolve()) if isinstance(p, str) else p)
+        tables.append(table)
+    save_manifest(pd.concat(tables, ignore_index=True), out / "manifest.csv")
+    return load_manifest(out)
 
 
 class ResultsTable:
@@ -73,7 +90,7 @@ class SuiteRunner:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "suite.yaml").write_text(yaml.safe_dump(self.spec.to_dict(), sort_keys=False))
         started = time.time()
-        manifest = ensure_data(self.spec.data)
+        manifest = ensure_data(self.spec.data, self.out)
         self.manifest = manifest
         self.lam_spec, reserved = self._lam_detectors(manifest)
         self.lam_tables = extract_cues(manifest, build_detectors(self.lam_spec), self.cache, progress=self.progress)
