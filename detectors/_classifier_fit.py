@@ -60,6 +60,15 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, devi
 
     Parameters with requires_grad=False (frozen layers) are left out of the optimiser.
     """
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, leave callers' state alone
+        torch.manual_seed(seed)
+        return _train(model, x, y, device=device, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      augment=augment, val=val)
+
+
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: str, epochs: int, batch_size: int,
+           lr: float, seed: int, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None,
+           val: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float]:
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(params, lr=lr)

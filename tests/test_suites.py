@@ -108,22 +108,24 @@ def _patched_runner(monkeypatch: pytest.MonkeyPatch, table: pd.DataFrame, fail_a
     monkeypatch.setattr(runner_module.SuiteRunner, "_lam_detectors", lambda self, m: (Path("spec.yaml"), set()))
     monkeypatch.setattr(runner_module, "build_detectors", lambda spec: {})
     monkeypatch.setattr(runner_module, "extract_cues", lambda *a, **k: tables)
+    if fail_at is None:
+        return
     calls = {"n": 0}
-    original = runner_module.SuiteRunner._execute
+    original = runner_module.execute_job
 
-    def execute(self, run, fold):  # type: ignore[no-untyped-def]
+    def execute(job):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        if fail_at is not None and calls["n"] == fail_at:
+        if calls["n"] == fail_at:
             raise KeyboardInterrupt("killed midway")
-        return original(self, run, fold)
+        return original(job)
 
-    monkeypatch.setattr(runner_module.SuiteRunner, "_execute", execute)
+    monkeypatch.setattr(runner_module, "execute_job", execute)
 
 
 def test_killed_suite_resumes_to_the_same_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     table = _toy_manifest(4)
     spec = SuiteSpec(name="toy", modes=["lam"], models=["attention", "concat"], single_cue_models=[], seeds=[0, 1],
-                     max_epochs=3, patience=2, folds=["r1", "r2"])
+                     max_epochs=3, patience=2, folds=["r1", "r2"], workers=2)
     expected = len(expand_runs(spec, ["r1", "r2"], ["au", "macro"]))
 
     _patched_runner(monkeypatch, table, fail_at=None)
@@ -131,6 +133,7 @@ def test_killed_suite_resumes_to_the_same_results(tmp_path: Path, monkeypatch: p
     whole = pd.read_csv(tmp_path / "whole" / "results.csv")
     assert len(whole) == expected
 
+    spec.workers = 1  # the kill is simulated in-process; also checks parallel == sequential results
     _patched_runner(monkeypatch, table, fail_at=4)
     with pytest.raises(KeyboardInterrupt):
         runner_module.run_suite(spec, tmp_path / "resumed", progress=False)

@@ -67,6 +67,9 @@ def test_vgg_default_dim_is_the_papers_2752() -> None:
     assert cues.shape == (3, 2752) and cues.dtype == np.float32 and valid.all()
     assert (cues >= 0).all()  # pooled after ReLU
     assert "random" in detector.weights_info().source
+    plain = VGGFeatures(weights="random", batch_norm=False, input_size=32, device="cpu")
+    assert plain.dim == 2752 and plain.extract(FaceBatch(["a"], images=faces[:1]))[0].shape == (1, 2752)
+    assert plain.fingerprint() != VGGFeatures(weights="random", input_size=32, device="cpu").fingerprint()
 
 
 def test_vgg_layer_subset_sets_the_dimension() -> None:
@@ -89,7 +92,7 @@ def test_vgg_invalid_face_is_marked_not_crashed() -> None:
 
 
 def test_vgg_without_weights_offline_is_unavailable_not_random() -> None:
-    if _imagenet_cache_file().is_file():
+    if _imagenet_cache_file(batch_norm=True).is_file():
         pytest.skip("ImageNet VGG11 weights are in the local torch cache")
     detector = VGGFeatures(device="cpu")
     assert not detector.weights_info().available_offline
@@ -118,6 +121,8 @@ def test_vgg_fit_learns_and_checkpoint_round_trips(tmp_path: Path) -> None:
     np.testing.assert_array_equal(detector.extract(batch)[0], loaded.extract(batch)[0])
     assert loaded.weights_digest() == detector.weights_digest()
     assert "checkpoint" in loaded.weights_info().source
+    with pytest.raises(ValueError, match="batch_norm"):
+        VGGFeatures(weights=str(path), batch_norm=False).load()
 
 
 def test_micro_heads_shapes_and_probabilities() -> None:
@@ -186,11 +191,12 @@ def test_vgg_imagenet_weights_come_from_the_torch_cache(tmp_path: Path, monkeypa
     from mcam_detectors.vgg_features import VGG11Net
 
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
-    fake = {f"features.{k}": torch.full_like(v, 0.01) for k, v in VGG11Net(7).features.state_dict().items()}
+    fake = {f"features.{k}": torch.full_like(v, 0.01) for k, v in VGG11Net(7, batch_norm=False).features.state_dict().items()}
     fake["classifier.0.weight"] = torch.zeros(2, 2)  # ImageNet classifier: not part of the cue, ignored
-    _imagenet_cache_file().parent.mkdir(parents=True)
-    torch.save(fake, _imagenet_cache_file())
-    detector = VGGFeatures(input_size=32, device="cpu")
+    _imagenet_cache_file(batch_norm=False).parent.mkdir(parents=True)
+    torch.save(fake, _imagenet_cache_file(batch_norm=False))
+    assert not VGGFeatures(device="cpu").weights_info().available_offline  # the BN variant's file is absent
+    detector = VGGFeatures(input_size=32, batch_norm=False, device="cpu")
     assert detector.weights_info().available_offline
     detector.load()
     assert torch.equal(detector.model.features[0].weight, fake["features.0.weight"])
@@ -207,3 +213,13 @@ def test_vgg_imagenet_download_failure_is_a_clear_error(tmp_path: Path, monkeypa
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(DetectorUnavailableError, match="could not download ImageNet VGG11"):
         VGGFeatures(weights="imagenet", device="cpu").load()
+
+
+def test_micro_fit_is_reproducible_for_a_seed() -> None:
+    clips, labels = _clips(12, 7)
+    digests = []
+    for _ in range(2):
+        detector = MicroExpression(weights="random", size=16, device="cpu")
+        detector.fit(TrainingSet(clips, labels, ["s"] * 12), epochs=2, batch_size=4, seed=3)
+        digests.append(detector.weights_digest())
+    assert digests[0] == digests[1]

@@ -17,15 +17,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcam.suites.runner import run_suite
+    from mcam.suites.runner import quiet_lightning, run_suite
     from mcam.suites.spec import SuiteSpec, resolve_suite
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[mcam] %(message)s"))
     logging.getLogger("mcam").addHandler(handler)
     logging.getLogger("mcam").setLevel(logging.INFO)
-    for noisy in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_lightning()
     path = resolve_suite(args.suite, args.config)
     spec = SuiteSpec.load(path, args.profile)
     out = Path(args.out or f"outputs/{spec.name}{'-' + args.profile if args.profile else ''}")

@@ -214,8 +214,8 @@ class CueDataModule(pl.LightningDataModule):
         return _Prepared(
             frame=frame, x=torch.from_numpy(np.concatenate(blocks, axis=1)),
             valid=torch.from_numpy(np.stack([t.valid for t in aligned], axis=1).astype(bool)),
-            y=torch.tensor(y), region=torch.as_tensor(_codes(frame["region"], region_names)),
-            group=torch.as_tensor(_codes(frame["group"], group_names)),
+            y=torch.tensor(y), region=torch.tensor(_codes(frame["region"], region_names)),
+            group=torch.tensor(_codes(frame["group"], group_names)),
             cue_dims={c: t.dim for c, t in zip(names, aligned)},
             cue_labels={c: list(t.labels) for c, t in zip(names, aligned)},
             region_names=region_names, group_names=group_names)

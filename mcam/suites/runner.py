@@ -1,13 +1,19 @@
 """The suite driver: data -> LAM detectors -> cues -> folds -> fusion runs (resumable) -> results.csv -> report."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
+import torch
 import yaml
 from tqdm import tqdm
 
@@ -74,6 +80,54 @@ class ResultsTable:
         os.replace(tmp, self.path)
 
 
+@dataclass(frozen=True)
+class FusionJob:
+    """Everything one fusion run needs, picklable so it can run in a worker process."""
+
+    run: RunSpec
+    fold: str
+    manifest: Manifest  # the fold's rows, `split` column = train/val/test
+    tables: tuple[tuple[str, Path], ...]  # cue name -> saved CueTable
+    detectors: str  # the detectors.yaml the cues came from
+    out: Path
+    spec: SuiteSpec
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's per-run banners (GPU available, tips) out of suite output; warnings still show."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@lru_cache(maxsize=2)
+def _load_tables(tables: tuple[tuple[str, Path], ...]) -> dict[str, CueTable]:
+    return {name: CueTable.load(path) for name, path in tables}
+
+
+def execute_job(job: FusionJob) -> dict[str, Any]:
+    """Train and test one fusion model; write its predictions and run.yaml; return its results row."""
+    from mcam.fusion.api import train_fusion
+
+    torch.set_num_threads(1)
+    quiet_lightning()
+    started = time.time()
+    run, spec = job.run, job.spec
+    run_dir = job.out / "runs" / run.run_id.replace(">", "")
+    cues = list(run.cues) if isinstance(run.cues, tuple) else run.cues
+    result = train_fusion(_load_tables(job.tables), job.manifest, model=run.model, cues=cues,
+                          split={"split": "manifest"}, max_epochs=spec.max_epochs, seed=run.seed, log_dir=run_dir,
+                          patience=spec.patience, batch_size=spec.batch_size, log_images=run.model == "attention",
+                          network_args={"cue": run.cues[0]} if run.model == "single_cue" else None)
+    result.predictions.to_csv(run_dir / "predictions.csv", index=False)
+    (run_dir / "run.yaml").write_text(yaml.safe_dump({
+        "run": {**dataclasses.asdict(run), "cues": cues}, "fold": job.fold, "detectors": job.detectors,
+        "suite": spec.to_dict()}, sort_keys=False))
+    return {"run_id": run.run_id, "suite": spec.name, "protocol": spec.protocol, "fold": run.fold, "mode": run.mode,
+            "model": run.model, "cue_set": run.cue_set, "cues": ",".join(result.data.cue_names), "seed": run.seed,
+            **run_metrics(result.predictions, result.data.class_names, seed=run.seed),
+            "seconds": round(time.time() - started, 2), "run_dir": str(run_dir.relative_to(job.out))}
+
+
 class SuiteRunner:
     """Runs one suite spec into an output folder; every expensive step is cached or skipped when done."""
 
@@ -81,7 +135,6 @@ class SuiteRunner:
         self.spec, self.out, self.progress = spec, Path(out), progress
         self.cache = self.out / "cache"
         self.results = ResultsTable(self.out / RESULTS)
-        self._gam: tuple[str, dict[str, CueTable]] | None = None
 
     def run(self) -> Path:
         """Execute every run not yet in results.csv, then write the report; returns the report path."""
@@ -91,26 +144,58 @@ class SuiteRunner:
         (self.out / "suite.yaml").write_text(yaml.safe_dump(self.spec.to_dict(), sort_keys=False))
         started = time.time()
         manifest = ensure_data(self.spec.data, self.out)
-        self.manifest = manifest
-        self.lam_spec, reserved = self._lam_detectors(manifest)
-        self.lam_tables = extract_cues(manifest, build_detectors(self.lam_spec), self.cache, progress=self.progress)
-        folds = {f.name: f for f in make_folds(self.spec.protocol, manifest.table, reserved, self.spec.val_fraction,
-                                               seed=0, args=self.spec.protocol_args, only=self.spec.folds)}
-        runs = expand_runs(self.spec, list(folds), list(self.lam_tables))
+        lam_spec, reserved = self._lam_detectors(manifest)
+        lam_tables = extract_cues(manifest, build_detectors(lam_spec), self.cache, progress=self.progress)
+        folds = make_folds(self.spec.protocol, manifest.table, reserved, self.spec.val_fraction, seed=0,
+                           args=self.spec.protocol_args, only=self.spec.folds)
+        runs = expand_runs(self.spec, [f.name for f in folds], list(lam_tables))
         done = self.results.done()
         todo = [r for r in runs if r.run_id not in done]
         log.info("%d runs, %d already done, %d to go", len(runs), len(runs) - len(todo), len(todo))
-        for run in tqdm(todo, desc=f"{self.spec.name} runs", unit="run", disable=not self.progress):
-            self._execute(run, folds[run.fold])
+        jobs = []
+        for fold in folds:
+            fold_manifest = self._fold_manifest(manifest, fold)
+            for mode in self.spec.modes:
+                mode_runs = [r for r in todo if r.fold == fold.name and r.mode == mode]
+                if not mode_runs:
+                    continue
+                if mode == "lam":
+                    detectors, tables = lam_spec, lam_tables
+                elif mode == "gam":
+                    detectors, tables = self._gam_tables(manifest, fold, lam_spec)
+                else:
+                    raise ValueError(f"unknown mode {mode!r}; expected lam or gam")
+                saved = self._save_tables(tables)
+                jobs += [FusionJob(r, fold.description, fold_manifest, saved, str(detectors), self.out, self.spec)
+                         for r in mode_runs]
+        self._execute(jobs)
         report = write_report(self.out)
         (self.out / "timing.txt").write_text(f"wall seconds (this invocation): {time.time() - started:.1f}\n")
         return report
 
+    def _execute(self, jobs: list[FusionJob]) -> None:
+        bar = tqdm(total=len(jobs), desc=f"{self.spec.name} runs", unit="run", disable=not self.progress)
+        if self.spec.workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(self.spec.workers, mp_context=get_context("spawn")) as pool:
+                for row in pool.map(execute_job, jobs):
+                    self.results.append(row)
+                    bar.update()
+        else:
+            for job in jobs:
+                self.results.append(execute_job(job))
+                bar.update()
+        bar.close()
+
+    @staticmethod
+    def _fold_manifest(manifest: Manifest, fold: Fold) -> Manifest:
+        table = manifest.table.copy()
+        table["split"] = fold.parts
+        return Manifest(table[table["split"].notna()].reset_index(drop=True), manifest.root)
+
     def _lam_detectors(self, manifest: Manifest) -> tuple[Path, set[str]]:
         """Pre-train the trainable detectors on the source region's train/val subjects; those subjects are reserved."""
         if self.spec.source_region is None:
-            spec = REPO / "configs" / "detectors" / "default.yaml"
-            return spec, set()
+            return REPO / "configs" / "detectors" / "default.yaml", set()
         table = manifest.table
         source = (table["region"] == self.spec.source_region) & (table.get("split", "train") != "test")
         source_manifest = manifest.subset(source)
@@ -118,45 +203,23 @@ class SuiteRunner:
                                   region=self.spec.source_region, epochs=self.spec.pretrain_epochs, seed=0)
         return path, set(source_manifest.table["subject"])
 
-    def _tables(self, run: RunSpec, fold: Fold) -> dict[str, CueTable]:
-        if run.mode == "lam":
-            return self.lam_tables
-        if run.mode != "gam":
-            raise ValueError(f"unknown mode {run.mode!r}; expected lam or gam")
-        if self._gam is None or self._gam[0] != fold.name:
-            training = self.manifest.subset(pd.Series(fold.mask("train") | fold.mask("val")))
-            folder = self.out / "detectors" / f"gam-{fold.name.replace('/', '_').replace('>', '')}"
-            path = pretrain_detectors(training, self.spec.detectors, folder, base_spec=self.lam_spec,
-                                      epochs=self.spec.gam_epochs, seed=0, fine_tune=self.spec.gam_detectors)
-            tables = extract_cues(self.manifest, build_detectors(path), self.cache, progress=self.progress)
-            self._gam = (fold.name, tables)
-        return self._gam[1]
+    def _gam_tables(self, manifest: Manifest, fold: Fold, lam_spec: Path) -> tuple[Path, dict[str, CueTable]]:
+        """GAM: fine-tune the detectors on the fold's training rows, then re-extract (new fingerprints)."""
+        training = manifest.subset(pd.Series(fold.mask("train") | fold.mask("val")))
+        folder = self.out / "detectors" / f"gam-{fold.name.replace('/', '_').replace('>', '')}"
+        path = pretrain_detectors(training, self.spec.detectors, folder, base_spec=lam_spec,
+                                  epochs=self.spec.gam_epochs, seed=0, fine_tune=self.spec.gam_detectors)
+        return path, extract_cues(manifest, build_detectors(path), self.cache, progress=self.progress)
 
-    def _execute(self, run: RunSpec, fold: Fold) -> None:
-        from mcam.fusion.api import train_fusion
-
-        started = time.time()
-        tables = self._tables(run, fold)
-        table = self.manifest.table.copy()
-        table["split"] = fold.parts
-        table = table[table["split"].notna()].reset_index(drop=True)
-        run_dir = self.out / "runs" / run.run_id.replace(">", "")
-        cues = list(run.cues) if isinstance(run.cues, tuple) else run.cues
-        result = train_fusion(tables, Manifest(table, self.manifest.root), model=run.model, cues=cues,
-                              split={"split": "manifest"}, max_epochs=self.spec.max_epochs, seed=run.seed,
-                              log_dir=run_dir, patience=self.spec.patience, batch_size=self.spec.batch_size,
-                              log_images=run.model == "attention",
-                              network_args={"cue": run.cues[0]} if run.model == "single_cue" else None)
-        result.predictions.to_csv(run_dir / "predictions.csv", index=False)
-        (run_dir / "run.yaml").write_text(yaml.safe_dump({
-            "run": {**run.__dict__, "cues": cues}, "fold": fold.description, "suite": self.spec.to_dict(),
-            "detectors": str(self.lam_spec if run.mode == "lam" else self._gam and self._gam[0])}, sort_keys=False))
-        row = {"run_id": run.run_id, "suite": self.spec.name, "protocol": self.spec.protocol, "fold": run.fold,
-               "mode": run.mode, "model": run.model, "cue_set": run.cue_set,
-               "cues": ",".join(result.data.cue_names), "seed": run.seed,
-               **run_metrics(result.predictions, result.data.class_names, seed=run.seed),
-               "seconds": round(time.time() - started, 2), "run_dir": str(run_dir.relative_to(self.out))}
-        self.results.append(row)
+    def _save_tables(self, tables: Mapping[str, CueTable]) -> tuple[tuple[str, Path], ...]:
+        """Cue tables as files that worker processes load (one file per fingerprint, written once)."""
+        saved = []
+        for name, table in tables.items():
+            path = self.out / "tables" / f"{name}-{table.fingerprint}.npz"
+            if not path.exists():
+                table.save(path)
+            saved.append((name, path))
+        return tuple(saved)
 
 
 def run_suite(spec: SuiteSpec, out: str | Path, progress: bool = True) -> Path:

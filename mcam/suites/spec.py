@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ class SuiteSpec:
     val_fraction: float = 0.2
     folds: list[str] | None = None  # restrict to these folds (e.g. held-out regions)
     protocol_args: dict[str, Any] = field(default_factory=dict)
-    workers: int = 1
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # parallel fusion runs (processes)
 
     @classmethod
     def load(cls, path: str | Path, profile: str | None = None) -> "SuiteSpec":
