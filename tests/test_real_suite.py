@@ -47,7 +47,7 @@ def test_suite_on_prepared_jaffe_and_ckplus(tmp_path: Path) -> None:
     spec = SuiteSpec(name="real_fixture", protocol="loro", data={"dirs": [str(jaffe), str(ckplus)]},
                      source_region="western", detectors=["micro", "macro_cnn", "macro"], pretrain_epochs=1,
                      modes=["lam", "gam"], gam_epochs=1, models=["attention", "late_average"], single_cue_models=[],
-                     seeds=[0], max_epochs=3, patience=2)
+                     seeds=[0], max_epochs=3, patience=2, workdir=str(tmp_path / "work"))
     report = run_suite(spec, tmp_path / "suite", progress=False)
     results = pd.read_csv(tmp_path / "suite" / "results.csv")
     assert sorted(results["fold"].unique()) == ["japanese", "western"]

@@ -5,7 +5,7 @@ import dataclasses
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing import get_context
@@ -128,12 +128,56 @@ def execute_job(job: FusionJob) -> dict[str, Any]:
             "seconds": round(time.time() - started, 2), "run_dir": str(run_dir.relative_to(job.out))}
 
 
+class JobRunner:
+    """Runs fusion jobs inline (1 worker) or in spawned worker processes; rows land in results.csv as runs finish."""
+
+    def __init__(self, workers: int, total: int, results: ResultsTable, name: str, progress: bool) -> None:
+        self.workers, self.results = workers, results
+        self.bar = tqdm(total=total, desc=f"{name} runs", unit="run", disable=not progress)
+        self.pool: ProcessPoolExecutor | None = None
+        self.pending: list[Future] = []
+
+    def __enter__(self) -> "JobRunner":
+        if self.workers > 1:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        return self
+
+    def submit(self, jobs: list[FusionJob]) -> None:
+        if self.pool is None:
+            for job in jobs:
+                self._record(execute_job(job))
+            return
+        self.pending += [self.pool.submit(execute_job, job) for job in jobs]
+        self._collect(block=False)
+
+    def _collect(self, block: bool) -> None:
+        done = [f for f in self.pending if block or f.done()]
+        for future in (as_completed(done) if block else done):
+            self._record(future.result())
+        self.pending = [f for f in self.pending if f not in done]
+
+    def _record(self, row: dict[str, Any]) -> None:
+        self.results.append(row)
+        self.bar.update()
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        try:
+            if error is None:
+                self._collect(block=True)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=error is None, cancel_futures=error is not None)
+            self.bar.close()
+
+
 class SuiteRunner:
     """Runs one suite spec into an output folder; every expensive step is cached or skipped when done."""
 
     def __init__(self, spec: SuiteSpec, out: str | Path, progress: bool = True) -> None:
         self.spec, self.out, self.progress = spec, Path(out), progress
-        self.cache = self.out / "cache"
+        # content-keyed (fingerprints, manifest hashes), so suites can safely share them
+        self.work = Path(spec.workdir) if spec.workdir else self.out
+        self.cache = self.work / "cache"
         self.results = ResultsTable(self.out / RESULTS)
 
     def run(self) -> Path:
@@ -152,39 +196,26 @@ class SuiteRunner:
         done = self.results.done()
         todo = [r for r in runs if r.run_id not in done]
         log.info("%d runs, %d already done, %d to go", len(runs), len(runs) - len(todo), len(todo))
-        jobs = []
-        for fold in folds:
-            fold_manifest = self._fold_manifest(manifest, fold)
-            for mode in self.spec.modes:
-                mode_runs = [r for r in todo if r.fold == fold.name and r.mode == mode]
-                if not mode_runs:
-                    continue
-                if mode == "lam":
-                    detectors, tables = lam_spec, lam_tables
-                elif mode == "gam":
-                    detectors, tables = self._gam_tables(manifest, fold, lam_spec)
-                else:
-                    raise ValueError(f"unknown mode {mode!r}; expected lam or gam")
-                saved = self._save_tables(tables)
-                jobs += [FusionJob(r, fold.description, fold_manifest, saved, str(detectors), self.out, self.spec)
-                         for r in mode_runs]
-        self._execute(jobs)
+        groups = [(fold, mode, [r for r in todo if r.fold == fold.name and r.mode == mode])
+                  for fold in folds for mode in self.spec.modes]
+        with JobRunner(self.spec.workers, len(todo), self.results, self.spec.name, self.progress) as jobs:
+            for fold, mode, mode_runs in groups:  # LAM groups first: their cues are ready
+                if mode_runs and mode == "lam":
+                    jobs.submit(self._jobs(manifest, fold, mode_runs, lam_spec, lam_tables))
+            for fold, mode, mode_runs in groups:  # GAM: fine-tune + extract while workers train LAM fusions
+                if mode_runs and mode != "lam":
+                    if mode != "gam":
+                        raise ValueError(f"unknown mode {mode!r}; expected lam or gam")
+                    jobs.submit(self._jobs(manifest, fold, mode_runs, *self._gam_tables(manifest, fold, lam_spec)))
         report = write_report(self.out)
         (self.out / "timing.txt").write_text(f"wall seconds (this invocation): {time.time() - started:.1f}\n")
         return report
 
-    def _execute(self, jobs: list[FusionJob]) -> None:
-        bar = tqdm(total=len(jobs), desc=f"{self.spec.name} runs", unit="run", disable=not self.progress)
-        if self.spec.workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(self.spec.workers, mp_context=get_context("spawn")) as pool:
-                for row in pool.map(execute_job, jobs):
-                    self.results.append(row)
-                    bar.update()
-        else:
-            for job in jobs:
-                self.results.append(execute_job(job))
-                bar.update()
-        bar.close()
+    def _jobs(self, manifest: Manifest, fold: Fold, runs: list[RunSpec], detectors: Path,
+              tables: Mapping[str, CueTable]) -> list[FusionJob]:
+        saved = self._save_tables(tables)
+        fold_manifest = self._fold_manifest(manifest, fold)
+        return [FusionJob(r, fold.description, fold_manifest, saved, str(detectors), self.out, self.spec) for r in runs]
 
     @staticmethod
     def _fold_manifest(manifest: Manifest, fold: Fold) -> Manifest:
@@ -199,14 +230,15 @@ class SuiteRunner:
         table = manifest.table
         source = (table["region"] == self.spec.source_region) & (table.get("split", "train") != "test")
         source_manifest = manifest.subset(source)
-        path = pretrain_detectors(source_manifest, self.spec.detectors, self.out / "detectors" / "lam",
+        path = pretrain_detectors(source_manifest, self.spec.detectors,
+                                  self.work / "detectors" / f"lam-{self.spec.source_region}",
                                   region=self.spec.source_region, epochs=self.spec.pretrain_epochs, seed=0)
         return path, set(source_manifest.table["subject"])
 
     def _gam_tables(self, manifest: Manifest, fold: Fold, lam_spec: Path) -> tuple[Path, dict[str, CueTable]]:
         """GAM: fine-tune the detectors on the fold's training rows, then re-extract (new fingerprints)."""
         training = manifest.subset(pd.Series(fold.mask("train") | fold.mask("val")))
-        folder = self.out / "detectors" / f"gam-{fold.name.replace('/', '_').replace('>', '')}"
+        folder = self.work / "detectors" / f"gam-{self.spec.protocol}-{fold.name.replace('/', '_').replace('>', '')}"
         path = pretrain_detectors(training, self.spec.detectors, folder, base_spec=lam_spec,
                                   epochs=self.spec.gam_epochs, seed=0, fine_tune=self.spec.gam_detectors)
         return path, extract_cues(manifest, build_detectors(path), self.cache, progress=self.progress)

@@ -38,6 +38,7 @@ class SuiteSpec:
     val_fraction: float = 0.2
     folds: list[str] | None = None  # restrict to these folds (e.g. held-out regions)
     protocol_args: dict[str, Any] = field(default_factory=dict)
+    workdir: str | None = "outputs/shared"  # cue cache + pre-trained detectors shared by suites (None: inside out)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # parallel fusion runs (processes)
 
     @classmethod
