@@ -45,9 +45,9 @@ def main() -> None:
           + (f", GPU {torch.cuda.get_device_name(0)}" if "cuda" in devices else ", no GPU"))
     print("detector  | input            | device | ms/sample (batch 32)")
     for device in devices:
-        for size in (112, 224):
+        for size in (64, 112, 224):
             detector = VGGFeatures(weights="random", input_size=size, device=device)
-            print(f"vgg       | face {size}x{size}     | {device:6} | {time_extract(detector, faces, args.repeats):8.2f}")
+            print(f"vgg       | face {f'{size}x{size}':12}| {device:6} | {time_extract(detector, faces, args.repeats):8.2f}")
         detector = MicroExpression(weights="random", device=device)
         print(f"micro     | clip 8x48x48     | {device:6} | {time_extract(detector, clips, args.repeats):8.2f}")
 
