@@ -34,7 +34,7 @@ class SuiteSpec:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     max_epochs: int = 100
     patience: int = 10
-    batch_size: int = 128
+    batch_size: int = 256
     val_fraction: float = 0.2
     folds: list[str] | None = None  # restrict to these folds (e.g. held-out regions)
     protocol_args: dict[str, Any] = field(default_factory=dict)
