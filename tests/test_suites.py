@@ -104,7 +104,7 @@ def _toy_tables(table: pd.DataFrame) -> dict[str, CueTable]:
 
 def _patched_runner(monkeypatch: pytest.MonkeyPatch, table: pd.DataFrame, fail_at: int | None) -> None:
     tables = _toy_tables(table)
-    monkeypatch.setattr(runner_module, "ensure_data", lambda data, out: Manifest(table, Path(".")))
+    monkeypatch.setattr(runner_module, "ensure_data", lambda data, out, progress: Manifest(table, Path(".")))
     monkeypatch.setattr(runner_module.SuiteRunner, "_lam_detectors", lambda self, m: (Path("spec.yaml"), set()))
     monkeypatch.setattr(runner_module, "build_detectors", lambda spec: {})
     monkeypatch.setattr(runner_module, "extract_cues", lambda *a, **k: tables)

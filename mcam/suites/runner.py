@@ -30,7 +30,7 @@ RESULTS = "results.csv"
 RUN_COLUMNS = ["run_id", "suite", "protocol", "fold", "mode", "model", "cue_set", "cues", "seed"]
 
 
-def ensure_data(data: Mapping[str, Any], out: Path) -> Manifest:
+def ensure_data(data: Mapping[str, Any], out: Path, progress: bool = True) -> Manifest:
     """The suite's dataset: one manifest folder (`dir`, the synthetic data rendered there on first use), or
     several prepared folders (`dirs`, e.g. a JAFFE and a CK+ preparation as two regions) merged into out/data."""
     if "dirs" in data:
@@ -42,7 +42,8 @@ def ensure_data(data: Mapping[str, Any], out: Path) -> Manifest:
         from mcam.synth.generate import generate
 
         config = Path(data["synth_config"])
-        generate(folder, config if config.is_absolute() else REPO / config, seed=int(data.get("synth_seed", 0)))
+        generate(folder, config if config.is_absolute() else REPO / config, seed=int(data.get("synth_seed", 0)),
+                 progress=progress)
     return load_manifest(folder)
 
 
@@ -187,7 +188,7 @@ class SuiteRunner:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "suite.yaml").write_text(yaml.safe_dump(self.spec.to_dict(), sort_keys=False))
         started = time.time()
-        manifest = ensure_data(self.spec.data, self.out)
+        manifest = ensure_data(self.spec.data, self.out, self.progress)
         lam_spec, reserved = self._lam_detectors(manifest)
         lam_tables = extract_cues(manifest, build_detectors(lam_spec), self.cache, progress=self.progress)
         folds = make_folds(self.spec.protocol, manifest.table, reserved, self.spec.val_fraction, seed=0,
