@@ -44,6 +44,13 @@ def test_group_metrics_agree_with_sklearn() -> None:
         assert row[f"{column}_max_gap"] == pytest.approx(max(by_hand.values()) - min(by_hand.values()))
         assert row[f"{column}_worst_acc"] == pytest.approx(min(by_hand.values()))
         assert row[f"{column}_acc_std"] == pytest.approx(np.std(list(by_hand.values())))
+        gaps = []
+        for c in CANONICAL:
+            true, pred = frame["label"] == c, frame["pred"] == c
+            tpr = [pred[true & (frame[column] == g)].mean() for g in sorted(frame[column].unique())]
+            fpr = [pred[~true & (frame[column] == g)].mean() for g in sorted(frame[column].unique())]
+            gaps.append(max(max(tpr) - min(tpr), max(fpr) - min(fpr)))
+        assert row[f"{column}_equalized_odds"] == pytest.approx(max(gaps))
     rows = np.arange(len(frame))
     true_index = [CANONICAL.index(c) for c in frame["label"]]
     probs = frame[[f"prob_{c}" for c in CANONICAL]].to_numpy()

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import MetricFrame
+from fairlearn.metrics import MetricFrame, equalized_odds_difference
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
@@ -32,12 +32,17 @@ def group_metrics(predictions: pd.DataFrame, column: str) -> dict[str, float | s
     frame = MetricFrame(metrics=accuracy_score, y_true=predictions["label"], y_pred=predictions["pred"],
                         sensitive_features=predictions[column])
     by_group = frame.by_group
+    classes = sorted(set(predictions["label"]))
+    odds = [equalized_odds_difference(predictions["label"] == c, predictions["pred"] == c,
+                                      sensitive_features=predictions[column]) for c in classes]
     return {
         f"{column}_accuracy": json.dumps({str(k): round(float(v), 4) for k, v in by_group.items()}),
         f"{column}_acc_std": float(np.std(by_group.to_numpy())) if len(by_group) > 1 else 0.0,
         f"{column}_worst": str(by_group.idxmin()),
         f"{column}_worst_acc": float(frame.group_min()),
         f"{column}_max_gap": float(frame.difference(method="between_groups")),
+        # multi-class equalized odds: the largest one-vs-rest TPR/FPR gap between groups over classes
+        f"{column}_equalized_odds": float(np.nanmax(odds)) if odds else float("nan"),
     }
 
 

@@ -47,9 +47,10 @@ def group_table(results: pd.DataFrame) -> pd.DataFrame:
     """Fairness across demographic groups (mean over folds and seeds)."""
     if "group_acc_std" not in results:
         return pd.DataFrame()
+    columns = {"group_acc_std": "group_acc_std", "worst_group_acc": "group_worst_acc",
+               "max_group_gap": "group_max_gap", "equalized_odds": "group_equalized_odds"}
     return results.groupby(["mode", "method"]).agg(
-        group_acc_std=("group_acc_std", "mean"), worst_group_acc=("group_worst_acc", "mean"),
-        max_group_gap=("group_max_gap", "mean")).round(3)
+        **{name: (column, "mean") for name, column in columns.items() if column in results}).round(3)
 
 
 def paired_tests(out: Path, results: pd.DataFrame, reference: str = "attention") -> pd.DataFrame:
@@ -167,7 +168,8 @@ def write_report(out: str | Path) -> Path:
         lines += ["## Cue weights (attention fusion), held-out fold x cue", "", f"![cue weights]({weights.relative_to(out)})", ""]
     groups = group_table(results)
     if not groups.empty:
-        lines += ["## Demographic groups (skin-tone group): accuracy spread, worst group, max gap", "",
+        lines += ["## Demographic groups (skin-tone group): accuracy spread, worst group, max gap, equalized odds",
+                  "", "equalized odds: the largest one-vs-rest TPR/FPR gap between groups over classes (fairlearn).", "",
                   groups.to_markdown(), ""]
     tests = paired_tests(out, results)
     if not tests.empty:
