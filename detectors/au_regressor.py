@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo
-from mcam.synth.mesh import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
+from mcam.labels import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
 from mcam.labels import head_map
 from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
 from mcam_detectors.au_svm import AUEmotionSVM

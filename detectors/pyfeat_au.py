@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, WeightsInfo
-from mcam.synth.mesh import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
+from mcam.labels import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
 
 HF_REPO = "py-feat/face_multitask_v2"
 HF_FILE = "face_multitask_v28.safetensors"

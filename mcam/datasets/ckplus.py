@@ -6,10 +6,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mcam.datasets.base import BAD_ROW, MISSING_FRAME, NO_LABEL, Adapter, Record, Reject, image_files, relative
-
-# Ground-truth AU columns written for CK+, the order the synthetic data and py-feat use.
-AU_COLUMNS: tuple[str, ...] = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",
-                               "AU14", "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43")
+from mcam.labels import AU_NAMES  # the ground-truth AU columns written for CK+, as in the synthetic data
 FACS_LETTERS = "ABCDE"
 
 
@@ -26,7 +23,7 @@ def facs_intensity(token: str, unscored: float) -> float:
 
 def read_facs(path: Path, unscored: float) -> dict[str, float]:
     """AU intensities of a CK+ `*_facs.txt` (lines '   1.0000000e+00   2.0000000e+00': AU number, intensity)."""
-    values = {column: 0.0 for column in AU_COLUMNS}
+    values = {column: 0.0 for column in AU_NAMES}
     for line in path.read_text().splitlines():
         parts = line.split()
         if not parts:
@@ -72,7 +69,7 @@ class CKPlus(Adapter):
         if not frames:
             yield Reject(source, MISSING_FRAME, "sequence folder has no frames")
             return
-        neutral_aus = {column: 0.0 for column in AU_COLUMNS}
+        neutral_aus = {column: 0.0 for column in AU_NAMES}
         yield Record(f"ckplus-{subject}-{seq}-neutral", "neutral", subject, str(frames[0]), extra=neutral_aus)
         emotion_files = sorted((self.root / "Emotion" / subject / seq).glob("*_emotion.txt"))
         if not emotion_files:
@@ -103,6 +100,6 @@ class CKPlus(Adapter):
         if not facs.exists():
             found = sorted(folder.glob("*_facs.txt")) if folder.is_dir() else []
             if not found:
-                return {column: math.nan for column in AU_COLUMNS}
+                return {column: math.nan for column in AU_NAMES}
             facs = found[0]
         return read_facs(facs, unscored)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-# The AU order of py-feat's AU-to-mesh model (AU_LANDMARK_MAP['Feat']).
-AU_NAMES: tuple[str, ...] = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",
-                             "AU14", "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43")
+from mcam.labels import AU_NAMES
+
 N_VERTICES = 468  # triangulated vertices; the model's 10 extra points are iris landmarks
 
 # FACS displacement fields added to py-feat's PLS map. The PLS model was fitted on
