@@ -23,7 +23,7 @@ def _method(frame: pd.DataFrame) -> pd.Series:
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """Mean accuracy over seeds per (mode, method, fold) with the averaged subject-bootstrap 95% CI."""
-    grouped = results.groupby(["mode", "method", "fold"])
+    grouped = results.groupby(["mode", "method", "fold"], sort=False)
     return pd.DataFrame({
         "accuracy": grouped["accuracy"].mean(), "ci_low": grouped["acc_ci_low"].mean(),
         "ci_high": grouped["acc_ci_high"].mean(), "seed_sd": grouped["accuracy"].std(ddof=1).fillna(0.0),
@@ -35,12 +35,24 @@ def accuracy_matrix(summary: pd.DataFrame, mode: str) -> pd.DataFrame:
     """method x fold cells 'acc [low, high]' plus the mean and the spread (max - min) over folds."""
     part = summary[summary["mode"] == mode]
     cells = part.assign(cell=part.apply(lambda r: f"{r.accuracy:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", axis=1))
-    table = cells.pivot(index="method", columns="fold", values="cell")
-    means = part.pivot(index="method", columns="fold", values="accuracy")
+    folds = list(part["fold"].unique())  # the protocol's order (e.g. mixing fractions ascending)
+    table = cells.pivot(index="method", columns="fold", values="cell")[folds]
+    means = part.pivot(index="method", columns="fold", values="accuracy")[folds]
     table["mean"] = means.mean(axis=1).map("{:.3f}".format)
     table["spread (max-min)"] = (means.max(axis=1) - means.min(axis=1)).map("{:.3f}".format)
     table["worst fold"] = means.idxmin(axis=1)
     return table.sort_values("mean", ascending=False)
+
+
+def region_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy over seeds per (fold, test region) x (mode, method), from each run's region_accuracy."""
+    rows = [{"mode": r.mode, "method": r.method, "fold": r.fold, "region": region, "accuracy": acc}
+            for r in results.itertuples() for region, acc in json.loads(r.region_accuracy).items()]
+    frame = pd.DataFrame(rows)
+    table = frame.groupby(["fold", "region", "mode", "method"], sort=False)["accuracy"].mean().unstack(["mode", "method"])
+    table.index = [f"{fold} / {region}" for fold, region in table.index]
+    table.columns = [f"{mode.upper()} {method}" for mode, method in table.columns]
+    return table.round(3)
 
 
 def group_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -78,7 +90,7 @@ def plot_accuracy_bars(summary: pd.DataFrame, path: Path) -> Path:
     fig, axes = plt.subplots(len(modes), 1, figsize=(12, 3.6 * len(modes)), squeeze=False)
     for ax, mode in zip(axes[:, 0], modes):
         part = summary[summary["mode"] == mode]
-        folds, methods = sorted(part["fold"].unique()), sorted(part["method"].unique())
+        folds, methods = list(part["fold"].unique()), sorted(part["method"].unique())
         width = 0.8 / len(methods)
         for i, method in enumerate(methods):
             rows = part[part["method"] == method].set_index("fold").reindex(folds)
@@ -124,7 +136,7 @@ def plot_confusions(results: pd.DataFrame, path: Path, method: str = "attention"
     part = results[results["method"] == method]
     if part.empty:
         return None
-    modes, folds = sorted(part["mode"].unique()), sorted(part["fold"].unique())
+    modes, folds = sorted(part["mode"].unique()), list(part["fold"].unique())
     classes = list(json.loads(part["recall"].iloc[0]))
     fig, axes = plt.subplots(len(modes), len(folds), figsize=(3.2 * len(folds), 3.2 * len(modes)), squeeze=False)
     for i, mode in enumerate(modes):
@@ -166,6 +178,9 @@ def write_report(out: str | Path) -> Path:
     weights = plot_cue_weights(results, figures / "cue_weights.png")
     if weights:
         lines += ["## Cue weights (attention fusion), held-out fold x cue", "", f"![cue weights]({weights.relative_to(out)})", ""]
+    if "region_accuracy" in results and results.groupby("fold")["region_accuracy"].first().map(
+            lambda text: len(json.loads(text)) > 1).any():  # some fold tests several regions
+        lines += ["## Accuracy per test region (mean over seeds)", "", region_table(results).to_markdown(), ""]
     groups = group_table(results)
     if not groups.empty:
         lines += ["## Demographic groups (skin-tone group): accuracy spread, worst group, max gap, equalized odds",
