@@ -17,6 +17,7 @@ KINDS: tuple[str, ...] = ("image", "clip")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 AU_COLUMN = re.compile(r"^AU\d{2}$")
 MANIFEST_FILE = "manifest.csv"
+FILE_COLUMNS: tuple[str, ...] = ("path", "clip", "micro_clip")  # columns naming files or frame folders
 
 
 class ManifestError(ValueError):
@@ -51,9 +52,22 @@ class Manifest:
         return Manifest(self.table[mask].reset_index(drop=True), self.root)
 
     def fingerprint(self) -> str:
-        """Hash of the table's content: changes whenever a row or value changes."""
-        hashed = pd.util.hash_pandas_object(self.table.astype(str), index=False).values
-        return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+        """Hash of the table (column names and values) and of its files' sizes and modification times.
+
+        Changes whenever a row, a value or a referenced file changes (e.g. faces re-rendered or
+        re-cropped under the same manifest), so cached cues and detectors never go stale silently.
+        """
+        digest = hashlib.sha256("\x1f".join(map(str, self.table.columns)).encode())
+        digest.update(pd.util.hash_pandas_object(self.table.astype(str), index=False).values.tobytes())
+        for column in FILE_COLUMNS:
+            for value in self.table[column] if column in self.table.columns else ():
+                if isinstance(value, str) and value:
+                    try:
+                        stat = self.resolve(value).stat()
+                        digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
+                    except OSError:
+                        digest.update(b"missing;")
+        return digest.hexdigest()[:16]
 
 
 def _fail(source: str, row: int | None, column: str | None, message: str) -> None:

@@ -71,6 +71,27 @@ def test_ckplus_sequences_apex_neutral_and_facs(tmp_path):
         ("cohn-kanade-images/S010/002", "no_label")]
 
 
+def test_ckplus_malformed_facs_line_rejects_the_apex_only(tmp_path):
+    root = fx.ckplus_tree(tmp_path / "raw")
+    for f in range(1, 3):  # a second labelled sequence (surprise) whose FACS file is malformed on line 2
+        fx.write(root / "cohn-kanade-images" / "S020" / "003" / f"S020_003_{f:08d}.png", fx.face(f))
+    emotion = root / "Emotion" / "S020" / "003" / "S020_003_00000002_emotion.txt"
+    emotion.parent.mkdir(parents=True)
+    emotion.write_text("   7.0000000e+00\n")
+    facs = root / "FACS" / "S020" / "003" / "S020_003_00000002_facs.txt"
+    facs.parent.mkdir(parents=True)
+    facs.write_text("   1.0000000e+00   2.0000000e+00\nabc def\n")
+    table, rejects = run_prepare("ckplus", root, tmp_path / "out", clip_size=32)
+    assert sorted(table.sample_id) == ["ckplus-S005-001-apex", "ckplus-S005-001-neutral",
+                                       "ckplus-S010-002-neutral", "ckplus-S011-004-neutral",
+                                       "ckplus-S020-003-neutral"]
+    assert table.loc["ckplus-S005-001-apex", "AU01"] == pytest.approx(0.4)  # the good FACS file still read
+    bad = rejects[rejects.reason == "bad_row"]
+    assert list(bad.source) == ["FACS/S020/003/S020_003_00000002_facs.txt:line 2"]
+    assert "abc def" in bad.detail.iloc[0]
+    assert len(rejects) == 3  # + the unchanged no_label and out_of_scope_label rejects
+
+
 def test_facs_intensity_letters_and_numbers():
     assert facs_intensity("C", math.nan) == pytest.approx(0.6)
     assert facs_intensity("5.0000000e+00", math.nan) == 1.0
@@ -109,6 +130,17 @@ def test_smic_clips_keep_micro_label(tmp_path):
     strict, strict_rejects = scan("smic", root, label_map="smic")
     assert {r.extra["micro_label"] for r in strict} == {"positive", "surprise"}
     assert [r.reason for r in strict_rejects] == ["out_of_scope_label", "out_of_scope_label"]
+
+
+def test_smic_rejects_subject_without_micro_and_stray_files(tmp_path):
+    root = fx.smic_tree(tmp_path / "raw")
+    (root / "HS" / "s3" / "non_micro").mkdir(parents=True)  # a subject without micro/
+    (root / "HS" / "s1" / "micro" / "positive" / "notes.txt").write_text("stray")
+    (root / "HS" / "s1" / "micro" / "positive" / ".DS_Store").write_text("hidden")
+    records, rejects = scan("smic", root)
+    assert len(records) == 4  # every clip of the fixture is still read
+    assert sorted((r.source, r.reason) for r in rejects) == [
+        ("HS/s1/micro/positive/notes.txt", "bad_name"), ("HS/s3", "missing_file")]
 
 
 @pytest.mark.parametrize("name", ["tfeid", "tfed", "imagefolder"])

@@ -6,11 +6,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fusion_toy import toy_manifest, toy_tables
 from mcam.cli.main import main
-from mcam.manifest import save_manifest
+from mcam.fusion.data import CueDataModule
+from mcam.manifest import load_manifest, save_manifest
 
 torch.set_num_threads(1)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -94,6 +96,14 @@ def test_gam_finetunes_on_training_part_then_reextracts(cue_data: Path, tmp_path
     frame = pd.read_csv(cue_data / "manifest.csv")
     trained_ids, names, spec = calls["pretrain"]
     assert names == ["macro"] and Path(spec) == base_spec
-    assert 0 < len(trained_ids) < len(frame)  # only the training part, never val/test
+    # exactly the data module's training part (GAM fine-tunes on part == 'train' only), never a val/test row
+    data_args = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    split_args = {k: data_args[k] for k in ("split", "val_fraction", "test_fraction", "seed", "regions",
+                                            "train_regions", "test_regions", "train_datasets", "test_datasets",
+                                            "target")}
+    parts = CueDataModule.from_tables(tables, load_manifest(cue_data), **split_args).metadata()
+    expected = set(parts.loc[parts["part"] == "train", "sample_id"])
+    assert 0 < len(expected) < len(frame) and trained_ids == expected
+    assert not trained_ids & set(parts.loc[parts["part"] != "train", "sample_id"])
     assert calls["built"] == ["lam.yaml", "detectors.yaml"] and calls["extracted"] == ["macro", "vgg"]
     assert (run / "gam_detectors.yaml").exists() and (run / "config.yaml").exists()

@@ -1,6 +1,8 @@
 """Fusion networks: shapes, exact-zero masked weights, all-invalid rows, baselines, cue subsets, data module."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -97,6 +99,26 @@ def test_data_module_splits_and_training_statistics() -> None:
     assert "east_asian" not in set(loro.loc[loro.part != "test", "region"])
     batch = next(iter(data.train_dataloader()))
     assert [t.shape[0] for t in batch] == [len(batch[0])] * 6
+
+
+def test_manifest_split_warns_when_subjects_cross_train_and_test() -> None:
+    manifest = toy_manifest()
+    tables = toy_tables(manifest)
+    crossing = manifest.assign(split=np.array(["train", "val", "test"])[np.arange(len(manifest)) % 3])
+    with pytest.warns(UserWarning, match=r"(\d+) subjects cross splits: .*use split: subject") as caught:
+        frame = CueDataModule.from_tables(tables, crossing, split="manifest").metadata()
+    assert list(frame.part) == list(crossing.split)  # used as is, not raised
+    message = next(str(w.message) for w in caught if "cross splits" in str(w.message))
+    n = len(set(crossing.subject[crossing.split == "test"]) & set(crossing.subject[crossing.split != "test"]))
+    assert n > 5 and message.startswith(f"split 'manifest': {n} subjects cross splits:")
+    assert len(message.split("cross splits: ")[1].split(" (in")[0].split(", ")) == 6  # 5 names + '...'
+    subjects = sorted(manifest.subject.unique())
+    disjoint = manifest.assign(split=manifest.subject.map(
+        {s: "test" if i % 3 == 0 else "val" if i % 3 == 1 else "train" for i, s in enumerate(subjects)}))
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        CueDataModule.from_tables(tables, disjoint, split="manifest").metadata()
+    assert not [w for w in quiet if "cross splits" in str(w.message)]
 
 
 def test_masked_cue_gets_zero_weight_in_training_and_prediction() -> None:

@@ -62,3 +62,17 @@ def test_roundtrip_and_fingerprint(tmp_path) -> None:
     changed = load_manifest(save_manifest(_table(AU12=[0.5, 0.2]), tmp_path / "b"))
     assert manifest.fingerprint() != changed.fingerprint()
     assert manifest.fingerprint() == load_manifest(path).fingerprint()
+
+
+def test_fingerprint_sees_column_names_and_file_changes(tmp_path) -> None:
+    import os
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b.png").write_bytes(b"y")
+    path = save_manifest(_table(), tmp_path)
+    manifest = load_manifest(path)
+    first = manifest.fingerprint()
+    renamed = manifest.table.rename(columns={"region": "group"})  # same values, another column name
+    assert manifest.__class__(renamed, tmp_path).fingerprint() != first
+    os.utime(tmp_path / "a.png", ns=(1, 1))  # same table, the face file changed
+    assert load_manifest(path).fingerprint() != first

@@ -152,6 +152,27 @@ def test_killed_suite_resumes_to_the_same_results(tmp_path: Path, monkeypatch: p
     columns = [c for c in whole.columns if c not in ("seconds",)]
     pd.testing.assert_frame_equal(whole.sort_values("run_id")[columns].reset_index(drop=True),
                                   resumed.sort_values("run_id")[columns].reset_index(drop=True))
+    changed = SuiteSpec(**{**spec.to_dict(), "max_epochs": 4})
+    with pytest.raises(runner_module.SuiteMismatchError, match="max_epochs"):
+        runner_module.run_suite(changed, tmp_path / "resumed", progress=False)
+    more_seeds = SuiteSpec(**{**spec.to_dict(), "seeds": [0, 1, 2]})  # growing a suite is a resume
+    runner_module.run_suite(more_seeds, tmp_path / "resumed", progress=False)
+    assert len(pd.read_csv(tmp_path / "resumed" / "results.csv")) == expected * 3 // 2
     report = (tmp_path / "resumed" / "report.md").read_text()
     assert "attention" in report and "figures/accuracy_by_fold.png" in report
     assert (tmp_path / "resumed" / "figures" / "cue_weights.png").exists()
+
+
+def test_report_keeps_cue_subsets_apart() -> None:
+    from mcam.suites.report import _method, reference_method, summary_table
+
+    rows = [{"model": "attention", "cue_set": cue_set, "mode": "lam", "fold": "f", "seed": seed, "accuracy": acc,
+             "acc_ci_low": acc - 0.1, "acc_ci_high": acc + 0.1, "macro_f1": acc}
+            for cue_set, acc in (("A", 0.9), ("A-au", 0.5)) for seed in (0, 1)]
+    rows.append({**rows[0], "model": "single_cue", "cue_set": "au", "accuracy": 0.4})
+    results = pd.DataFrame(rows)
+    results["method"] = _method(results)
+    assert set(results["method"]) == {"attention[A]", "attention[A-au]", "single:au"}
+    assert reference_method(results) == "attention[A]"
+    summary = summary_table(results).set_index("method")["accuracy"]
+    assert summary["attention[A]"] == pytest.approx(0.9) and summary["attention[A-au]"] == pytest.approx(0.5)

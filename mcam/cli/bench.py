@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcam.suites.runner import quiet_lightning, run_suite
+    from mcam.suites.runner import SuiteMismatchError, quiet_lightning, run_suite
     from mcam.suites.spec import SuiteSpec, resolve_suite
 
     handler = logging.StreamHandler()
@@ -33,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         command += ["--profile", args.profile]
     (out / "command.txt").write_text(shlex.join(command) + "\n")
-    report = run_suite(spec, out, progress=not args.quiet)
+    try:
+        report = run_suite(spec, out, progress=not args.quiet)
+    except SuiteMismatchError as err:
+        print(f"mcam bench: error: {err}", file=sys.stderr)
+        return 2
     print(f"report: {report}")
     print(report.read_text(), file=sys.stdout)
     return 0

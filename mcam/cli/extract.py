@@ -24,7 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, help=f"cue cache folder (default {default_cache_dir()})")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when visible)")
-    parser.add_argument("--clip-column", default="clip", help="manifest column of clips for clip detectors")
+    parser.add_argument("--clip-column", default=None,
+                        help="manifest column of clips for clip detectors (default: micro_clip if present, else clip)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of subjects held out for val")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="retrain even where a checkpoint exists")
+    parser.add_argument("--include-test", action="store_true",
+                        help="also train on rows whose manifest split is 'test' (default: left out, so the "
+                             "manifest's test subjects stay unseen by the detectors)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
     pl.seed_everything(args.seed, workers=True)
     train = _names(args.detectors)
     try:
-        spec = pretrain_detectors(load_manifest(args.data), [*train, *_names(args.keep)], args.out,
+        manifest = load_manifest(args.data)
+        if "split" in manifest.table.columns and not args.include_test:
+            held_out = manifest.table["split"] == "test"
+            print(f"mcam pretrain: leaving out {int(held_out.sum())} rows of split 'test' (--include-test keeps them)")
+            manifest = manifest.subset(~held_out)
+        spec = pretrain_detectors(manifest, [*train, *_names(args.keep)], args.out,
                                   region=None if args.region == "all" else args.region,
                                   val_fraction=args.val_fraction, seed=args.seed, base_spec=args.base,
                                   epochs=args.epochs, force=args.force, fine_tune=train)

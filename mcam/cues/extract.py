@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
 import time
@@ -111,8 +112,16 @@ def _reason_kind(reason: str) -> str:
 
 
 # --- extraction ---------------------------------------------------------------------------------
+def default_clip_column(manifest: Manifest) -> str:
+    """The clips that clip detectors (micro-expressions) read: `micro_clip` where the manifest has it, else `clip`.
+
+    Pre-training and extraction both use this, so a micro detector sees the same kind of clip in both.
+    """
+    return "micro_clip" if "micro_clip" in manifest.table.columns else "clip"
+
+
 def extract_cues(manifest: Manifest, detectors: Mapping[str, Detector], cache_dir: str | Path,
-                 batch_size: int = 64, progress: bool = True, clip_column: str = "clip",
+                 batch_size: int = 64, progress: bool = True, clip_column: str | None = None,
                  checkpoint_every: int = CHECKPOINT_EVERY) -> dict[str, CueTable]:
     """Cue tables keyed by the names in `detectors`, read from the CueStore or extracted (and cached).
 
@@ -121,10 +130,13 @@ def extract_cues(manifest: Manifest, detectors: Mapping[str, Detector], cache_di
     cannot be loaded are invalid; their reasons go to the `.rejects.csv` beside the cached file.
     """
     store = CueStore(cache_dir)
+    clip_column = clip_column or default_clip_column(manifest)
     tables = {}
     for name, detector in detectors.items():
         start = time.perf_counter()
         fingerprint = detector.fingerprint()
+        if detector.input_kind == InputKind.CLIP:  # which clips were read is part of the cue's identity
+            fingerprint = hashlib.sha256(f"{fingerprint}:{clip_column}".encode()).hexdigest()[:16]
         table = store.get(manifest, detector, fingerprint)
         if table is not None:
             log.info("%s: cached cues %s (%d/%d valid, %.1f s)", name, store.path(manifest, detector, fingerprint),
@@ -234,4 +246,5 @@ def training_set(manifest: Manifest, input_kind: InputKind, clip_column: str = "
     au_names = manifest.au_columns or None
     aus = table[au_names].to_numpy(dtype=np.float32)[keep] if au_names else None
     return TrainingSet(faces=[faces[i] for i in keep], labels=[labels.iloc[i] for i in keep],
-                       subjects=[str(table["subject"].iloc[i]) for i in keep], aus=aus, au_names=au_names)
+                       subjects=[str(table["subject"].iloc[i]) for i in keep], aus=aus, au_names=au_names,
+                       sample_ids=[str(table["sample_id"].iloc[i]) for i in keep])

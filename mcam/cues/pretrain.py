@@ -1,6 +1,7 @@
 """Source pre-training (LAM) and target fine-tuning (GAM) of trainable detectors, written as a detector spec."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
-from mcam.cues.extract import load_spec, training_set
+from mcam.cues.extract import default_clip_column, load_spec, training_set
 from mcam.cues.store import write_text_atomic
 from mcam.detector import Detector
 from mcam.manifest import Manifest
@@ -73,14 +74,15 @@ def pretrain_detectors(manifest: Manifest, names: Sequence[str], out_dir: str | 
         init = dict(base.get(name, {"weights": "random"}))
         checkpoint = out_dir / f"{name}.pt"
         metrics_path = out_dir / f"{name}.metrics.json"
-        if not force and _done(checkpoint, metrics_path, {**run, "init": _portable(init, out_dir)}):
+        start = {**run, "init": _portable(init, out_dir), "init_weights": _file_digest(init.get("weights"))}
+        if not force and _done(checkpoint, metrics_path, start):
             log.info("%s: already trained (%s); skipping (use force to retrain)", name, checkpoint)
         else:
             detector = create_detector(name, **init)
             metrics = _train(detector, train_m, val_m, epochs)
             tmp = detector.save(out_dir / f".{name}.tmp.pt")
             os.replace(tmp, checkpoint)
-            record = {**run, "init": _portable(init, out_dir), "detector": name, "metrics": metrics,
+            record = {**start, "detector": name, "metrics": metrics,
                       "subjects_train": int(train_m.table["subject"].nunique()),
                       "subjects_val": 0 if val_m is None else int(val_m.table["subject"].nunique())}
             write_text_atomic(metrics_path, json.dumps(record, indent=2, default=str))
@@ -94,7 +96,7 @@ def pretrain_detectors(manifest: Manifest, names: Sequence[str], out_dir: str | 
 
 def _train(detector: Detector, train_m: Manifest, val_m: Manifest | None, epochs: int | None) -> dict[str, Any]:
     """Fit on faces loaded for the detector's input kind; micro clips (`micro_clip`) feed clip detectors."""
-    clip_column = "micro_clip" if "micro_clip" in train_m.table.columns else "clip"
+    clip_column = default_clip_column(train_m)
     start = time.perf_counter()
     train = training_set(train_m, detector.input_kind, clip_column=clip_column)
     val = None if val_m is None else training_set(val_m, detector.input_kind, clip_column=clip_column)
@@ -102,6 +104,17 @@ def _train(detector: Detector, train_m: Manifest, val_m: Manifest | None, epochs
     metrics = {k: float(v) for k, v in (detector.fit(train, val, **kwargs) or {}).items()}
     return {**metrics, "n_train": len(train.faces), "n_val": 0 if val is None else len(val.faces),
             "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _file_digest(weights: object) -> str | None:
+    """Content hash of a starting checkpoint, so fine-tuned detectors are redone when their base was retrained."""
+    if not isinstance(weights, str) or not Path(weights).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _done(checkpoint: Path, metrics_path: Path, run: dict[str, Any]) -> bool:

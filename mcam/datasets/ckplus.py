@@ -21,16 +21,31 @@ def facs_intensity(token: str, unscored: float) -> float:
     return min(value, 5.0) / 5.0
 
 
+class FacsLineError(ValueError):
+    """A `*_facs.txt` line that is not 'AU number, intensity'; `line` is 1-based."""
+
+    def __init__(self, line: int, text: str, err: Exception) -> None:
+        super().__init__(f"line {line}: cannot parse {text.strip()!r}: {err}")
+        self.line = line
+
+
 def read_facs(path: Path, unscored: float) -> dict[str, float]:
-    """AU intensities of a CK+ `*_facs.txt` (lines '   1.0000000e+00   2.0000000e+00': AU number, intensity)."""
+    """AU intensities of a CK+ `*_facs.txt` (lines '   1.0000000e+00   2.0000000e+00': AU number, intensity).
+
+    Raises FacsLineError (a ValueError) naming the first malformed line.
+    """
     values = {column: 0.0 for column in AU_NAMES}
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
-        column = f"AU{int(float(parts[0])):02d}"
+        try:
+            column = f"AU{int(float(parts[0])):02d}"
+            intensity = facs_intensity(parts[1] if len(parts) > 1 else "0", unscored)
+        except (ValueError, OverflowError) as err:
+            raise FacsLineError(number, line, err) from err
         if column in values:
-            values[column] = facs_intensity(parts[1] if len(parts) > 1 else "0", unscored)
+            values[column] = intensity
     return values
 
 
@@ -46,7 +61,8 @@ class CKPlus(Adapter):
     the neutral sample plus a `no_label` reject; contempt (2) is rejected as out of scope.
     FACS intensities (A-E or 1-5) are divided by 5; intensity 0 in CK+ means "present, not scored" and is
     written as option `facs_unscored` (default NaN: consumers must mask NaN). AUs outside the 20 py-feat AU
-    columns (e.g. AU16, AU27) are not written. An apex without a FACS file gets NaN AUs.
+    columns (e.g. AU16, AU27) are not written. An apex without a FACS file gets NaN AUs; an apex whose FACS
+    file has a malformed line is rejected (bad_row, source 'FACS/...txt:line N'), its neutral sample kept.
     """
 
     name = "ckplus"
@@ -91,9 +107,13 @@ class CKPlus(Adapter):
             yield Reject(relative(emotion, self.root), MISSING_FRAME, f"apex frame {stem}.* not in {source}")
             return
         aus = self._aus(subject, seq, stem)
+        if isinstance(aus, Reject):
+            yield aus
+            return
         yield Record(f"ckplus-{subject}-{seq}-apex", label, subject, str(apex[0]), frames=frames, extra=aus)
 
-    def _aus(self, subject: str, seq: str, stem: str) -> dict[str, float]:
+    def _aus(self, subject: str, seq: str, stem: str) -> dict[str, float] | Reject:
+        """The apex's AU intensities, or a BAD_ROW Reject ('FACS/...:line N') when its FACS file is malformed."""
         unscored = float(self.options["facs_unscored"])
         folder = self.root / "FACS" / subject / seq
         facs = folder / f"{stem}_facs.txt"
@@ -102,4 +122,7 @@ class CKPlus(Adapter):
             if not found:
                 return {column: math.nan for column in AU_NAMES}
             facs = found[0]
-        return read_facs(facs, unscored)
+        try:
+            return read_facs(facs, unscored)
+        except FacsLineError as err:
+            return Reject(f"{relative(facs, self.root)}:line {err.line}", BAD_ROW, f"FACS: {err}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
@@ -34,6 +35,17 @@ def default_detector_spec() -> Path | None:
 
 def _codes(values: pd.Series, names: list[str]) -> np.ndarray:
     return values.map({name: i for i, name in enumerate(names)}).to_numpy(dtype=np.int64)
+
+
+def _warn_crossing_subjects(subjects: pd.Series, parts: np.ndarray) -> None:
+    """UserWarning when a subject has rows in train/val and in test (the manifest's split is used as is)."""
+    subjects = subjects.astype(str).to_numpy()
+    is_test = np.array([p == "test" for p in parts])
+    crossing = sorted(set(subjects[is_test]) & set(subjects[~is_test]))
+    if crossing:
+        shown = ", ".join(crossing[:5]) + (", ..." if len(crossing) > 5 else "")
+        warnings.warn(f"split 'manifest': {len(crossing)} subjects cross splits: {shown} (in train/val and test); "
+                      "use split: subject for subject-disjoint evaluation", UserWarning, stacklevel=3)
 
 
 @dataclass
@@ -201,6 +213,8 @@ class CueDataModule(pl.LightningDataModule):
                              train_values, test_values)
         keep = np.array([p is not None for p in parts])
         table, y, parts = table[keep].reset_index(drop=True), y[keep], parts[keep]
+        if self.split == "manifest":
+            _warn_crossing_subjects(table["subject"], parts)
         groups = table["group"].astype(str) if "group" in table.columns else pd.Series("all", index=table.index)
         frame = pd.DataFrame({"sample_id": table["sample_id"], "region": table["region"], "subject": table["subject"],
                               "label": table["label"], "group": groups, "dataset": table["dataset"], "part": parts})

@@ -17,8 +17,21 @@ FIGURES = "figures"
 
 
 def _method(frame: pd.DataFrame) -> pd.Series:
-    """'attention', 'concat', ... or 'single:<cue>' for single-cue models."""
-    return np.where(frame["model"] == "single_cue", "single:" + frame["cue_set"].astype(str), frame["model"])
+    """'attention', 'concat', ...; 'attention[A-au]' when a suite has several cue subsets; 'single:<cue>'."""
+    cue_set = frame["cue_set"].astype(str)
+    fused = frame["model"] != "single_cue"
+    several = cue_set[fused].nunique() > 1
+    named = frame["model"] + "[" + cue_set + "]" if several else frame["model"]
+    return pd.Series(np.where(fused, named, "single:" + cue_set), index=frame.index)
+
+
+def reference_method(results: pd.DataFrame) -> str:
+    """The MCAM method other methods are compared with: attention fusion over all cues."""
+    methods = set(results["method"])
+    for candidate in ("attention", "attention[A]", *sorted(m for m in methods if m.startswith("attention"))):
+        if candidate in methods:
+            return candidate
+    return sorted(methods)[0]
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -79,7 +92,7 @@ def paired_tests(out: Path, results: pd.DataFrame, reference: str = "attention")
         for method, hits in correct.items():
             if method != reference and len(hits) == len(correct[reference]):
                 ref_only, other_only, p = mcnemar(correct[reference], hits)
-                rows.append({"mode": mode, "fold": fold, "vs": method, "attention_only_right": ref_only,
+                rows.append({"mode": mode, "fold": fold, "vs": method, "reference_only_right": ref_only,
                              "other_only_right": other_only, "p_value": round(p, 4)})
     return pd.DataFrame(rows)
 
@@ -161,6 +174,7 @@ def write_report(out: str | Path) -> Path:
     out = Path(out)
     results = pd.read_csv(out / "results.csv")
     results["method"] = _method(results)
+    reference = reference_method(results)
     figures = out / FIGURES
     figures.mkdir(exist_ok=True)
     summary = summary_table(results)
@@ -175,9 +189,9 @@ def write_report(out: str | Path) -> Path:
         lines += [f"## {mode.upper()}: accuracy per held-out fold", "", accuracy_matrix(summary, mode).to_markdown(), ""]
     bars = plot_accuracy_bars(summary, figures / "accuracy_by_fold.png")
     lines += [f"![accuracy by fold]({bars.relative_to(out)})", ""]
-    weights = plot_cue_weights(results, figures / "cue_weights.png")
+    weights = plot_cue_weights(results, figures / "cue_weights.png", reference)
     if weights:
-        lines += ["## Cue weights (attention fusion), held-out fold x cue", "", f"![cue weights]({weights.relative_to(out)})", ""]
+        lines += [f"## Cue weights ({reference}), held-out fold x cue", "", f"![cue weights]({weights.relative_to(out)})", ""]
     if "region_accuracy" in results and results.groupby("fold")["region_accuracy"].first().map(
             lambda text: len(json.loads(text)) > 1).any():  # some fold tests several regions
         lines += ["## Accuracy per test region (mean over seeds)", "", region_table(results).to_markdown(), ""]
@@ -186,14 +200,14 @@ def write_report(out: str | Path) -> Path:
         lines += ["## Demographic groups (skin-tone group): accuracy spread, worst group, max gap, equalized odds",
                   "", "equalized odds: the largest one-vs-rest TPR/FPR gap between groups over classes (fairlearn).", "",
                   groups.to_markdown(), ""]
-    tests = paired_tests(out, results)
+    tests = paired_tests(out, results, reference)
     if not tests.empty:
         tests.to_csv(out / "paired_tests.csv", index=False)
-        lines += ["## Paired tests: attention vs each method (exact McNemar, seeds pooled)", "",
+        lines += [f"## Paired tests: {reference} vs each method (exact McNemar, seeds pooled)", "",
                   tests.to_markdown(index=False), ""]
-    confusions = plot_confusions(results, figures / "confusion_attention.png")
+    confusions = plot_confusions(results, figures / "confusion_attention.png", reference)
     if confusions:
-        lines += ["## Confusion matrices (attention fusion)", "", f"![confusions]({confusions.relative_to(out)})", ""]
+        lines += [f"## Confusion matrices ({reference})", "", f"![confusions]({confusions.relative_to(out)})", ""]
     lines += ["Files: `results.csv` (one row per run), `summary.csv`, `paired_tests.csv`, `runs/<run>/` "
               "(config `run.yaml`, `predictions.csv`, TensorBoard events, checkpoint), `suite.yaml`.",
               f"TensorBoard: `tensorboard --logdir {out / 'runs'}`", ""]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -27,6 +28,14 @@ from mcam.suites.spec import REPO, RunSpec, SuiteSpec, expand_runs
 
 log = logging.getLogger(__name__)
 RESULTS = "results.csv"
+# Spec fields that change a run's result: a suite resumes only while these (and the data) are unchanged.
+# Others (seeds, models, cue sets, folds, modes, workers) may grow between invocations.
+RESULT_SETTINGS = ("protocol", "protocol_args", "data", "source_region", "detectors", "pretrain_epochs",
+                   "gam_detectors", "gam_epochs", "max_epochs", "patience", "batch_size", "val_fraction")
+
+
+class SuiteMismatchError(RuntimeError):
+    """An output folder whose results were made with other settings or data."""
 RUN_COLUMNS = ["run_id", "suite", "protocol", "fold", "mode", "model", "cue_set", "cues", "seed"]
 
 
@@ -189,6 +198,7 @@ class SuiteRunner:
         (self.out / "suite.yaml").write_text(yaml.safe_dump(self.spec.to_dict(), sort_keys=False))
         started = time.time()
         manifest = ensure_data(self.spec.data, self.out, self.progress)
+        self._check_resumable(manifest)
         lam_spec, reserved = self._lam_detectors(manifest)
         lam_tables = extract_cues(manifest, build_detectors(lam_spec), self.cache, progress=self.progress)
         folds = make_folds(self.spec.protocol, manifest.table, reserved, self.spec.val_fraction, seed=0,
@@ -212,9 +222,23 @@ class SuiteRunner:
         (self.out / "timing.txt").write_text(f"wall seconds (this invocation): {time.time() - started:.1f}\n")
         return report
 
+    def _check_resumable(self, manifest: Manifest) -> None:
+        """Refuse to add runs to results made with other settings or data (rows would silently mix)."""
+        signature = {"manifest": manifest.fingerprint(),
+                     **{k: v for k, v in self.spec.to_dict().items() if k in RESULT_SETTINGS}}
+        path = self.out / "signature.json"
+        if self.results.path.exists() and path.exists():
+            previous = json.loads(path.read_text())
+            changed = sorted(k for k in {*previous, *signature} if previous.get(k) != signature.get(k))
+            if changed:
+                raise SuiteMismatchError(
+                    f"{self.out} holds results made with other {', '.join(changed)}; resuming would mix them. "
+                    f"Use another --out, or delete {self.results.path} to start over.")
+        path.write_text(json.dumps(signature, indent=1, sort_keys=True, default=str))
+
     def _jobs(self, manifest: Manifest, fold: Fold, runs: list[RunSpec], detectors: Path,
               tables: Mapping[str, CueTable]) -> list[FusionJob]:
-        saved = self._save_tables(tables)
+        saved = self._save_tables(manifest, tables)
         fold_manifest = self._fold_manifest(manifest, fold)
         return [FusionJob(r, fold.description, fold_manifest, saved, str(detectors), self.out, self.spec) for r in runs]
 
@@ -238,17 +262,19 @@ class SuiteRunner:
 
     def _gam_tables(self, manifest: Manifest, fold: Fold, lam_spec: Path) -> tuple[Path, dict[str, CueTable]]:
         """GAM: fine-tune the detectors on the fold's training rows, then re-extract (new fingerprints)."""
-        training = manifest.subset(pd.Series(fold.mask("train") | fold.mask("val")))
+        fold_rows = self._fold_manifest(manifest, fold)
+        training = fold_rows.subset(fold_rows.table["split"].isin(["train", "val"]))
         folder = self.work / "detectors" / f"gam-{self.spec.protocol}-{fold.name.replace('/', '_').replace('>', '')}"
         path = pretrain_detectors(training, self.spec.detectors, folder, base_spec=lam_spec,
                                   epochs=self.spec.gam_epochs, seed=0, fine_tune=self.spec.gam_detectors)
         return path, extract_cues(manifest, build_detectors(path), self.cache, progress=self.progress)
 
-    def _save_tables(self, tables: Mapping[str, CueTable]) -> tuple[tuple[str, Path], ...]:
-        """Cue tables as files that worker processes load (one file per fingerprint, written once)."""
+    def _save_tables(self, manifest: Manifest, tables: Mapping[str, CueTable]) -> tuple[tuple[str, Path], ...]:
+        """Cue tables as files that worker processes load (one file per data + detector fingerprint, written once)."""
         saved = []
+        data = manifest.fingerprint()
         for name, table in tables.items():
-            path = self.out / "tables" / f"{name}-{table.fingerprint}.npz"
+            path = self.out / "tables" / f"{name}-{data}-{table.fingerprint}.npz"
             if not path.exists():
                 table.save(path)
             saved.append((name, path))
