@@ -62,6 +62,9 @@ class _FakeDetector:
     def __init__(self, name: str, trainable: bool) -> None:
         self.name, self.trainable = name, trainable
 
+    def fingerprint(self) -> str:
+        return f"fake-{self.name}"
+
 
 def test_gam_finetunes_on_training_part_then_reextracts(cue_data: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:

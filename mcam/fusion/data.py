@@ -289,7 +289,9 @@ class CueDataModule(pl.LightningDataModule):
             raise ValueError(f"adaptation 'gam': none of the cues {list(detectors)} is trainable")
         train_ids = frame.loc[frame["part"] == "train", "sample_id"]
         train = self.manifest.subset(self.manifest.table["sample_id"].isin(train_ids))
-        key = json.dumps({"manifest": train.fingerprint(), "spec": spec.read_text(), "cues": trainable,
+        # the base detectors' fingerprints hash their weights' content, not just the spec's relative paths
+        base = {n: detectors[n].fingerprint() for n in trainable}  # type: ignore[attr-defined]
+        key = json.dumps({"manifest": train.fingerprint(), "base": base, "cues": trainable,
                           "seed": self.seed, "epochs": self.gam_epochs}, sort_keys=True)
         cache = Path(self.cache_dir) if self.cache_dir else self.manifest.root / "cues"
         out = Path(self.gam_dir) if self.gam_dir else cache / "gam" / hashlib.sha256(key.encode()).hexdigest()[:12]
