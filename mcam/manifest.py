@@ -56,7 +56,15 @@ class Manifest:
 
         Changes whenever a row, a value or a referenced file changes (e.g. faces re-rendered or
         re-cropped under the same manifest), so cached cues and detectors never go stale silently.
+        Computed once per Manifest (it stats every file; the cue store asks for it many times).
         """
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            cached = self._compute_fingerprint()
+            object.__setattr__(self, "_fingerprint", cached)  # a memo on a frozen dataclass
+        return cached
+
+    def _compute_fingerprint(self) -> str:
         digest = hashlib.sha256("\x1f".join(map(str, self.table.columns)).encode())
         digest.update(pd.util.hash_pandas_object(self.table.astype(str), index=False).values.tobytes())
         for column in FILE_COLUMNS:

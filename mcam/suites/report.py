@@ -25,6 +25,13 @@ def _method(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(fused, named, "single:" + cue_set), index=frame.index)
 
 
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def reference_method(results: pd.DataFrame) -> str:
     """The MCAM method other methods are compared with: attention fusion over all cues."""
     methods = set(results["method"])
@@ -115,10 +122,7 @@ def plot_accuracy_bars(summary: pd.DataFrame, path: Path) -> Path:
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{mode.upper()}: accuracy on the held-out fold (95% subject-bootstrap CI)")
     axes[0, 0].legend(ncol=5, fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_cue_weights(results: pd.DataFrame, path: Path, method: str = "attention") -> Path | None:
@@ -138,10 +142,7 @@ def plot_cue_weights(results: pd.DataFrame, path: Path, method: str = "attention
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.35 else "k", fontsize=8)
         ax.set_title(f"{mode.upper()}: mean cue weight ({method})")
         fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusions(results: pd.DataFrame, path: Path, method: str = "attention") -> Path | None:
@@ -163,10 +164,7 @@ def plot_confusions(results: pd.DataFrame, path: Path, method: str = "attention"
             ax.set_title(f"{mode.upper()} {fold}", fontsize=8)
     fig.supxlabel("predicted")
     fig.supylabel("true")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_report(out: str | Path) -> Path:
