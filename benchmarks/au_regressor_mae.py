@@ -21,6 +21,7 @@ import torch
 from mcam.cues.extract import training_set
 from mcam.detector import InputKind
 from mcam.manifest import MANIFEST_FILE, load_manifest
+from mcam.splits import subject_parts
 from mcam_detectors.au_regressor import AU_NAMES, AURegressor, au_targets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,13 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def subject_split(table: pd.DataFrame, held_out: float, seed: int) -> pd.Series:
     """True for rows whose subject is held out (a seeded `held_out` fraction of each region's subjects)."""
-    rng = np.random.default_rng(seed)
-    test_subjects: set[str] = set()
-    for region in sorted(table["region"].unique()):
-        subjects = np.array(sorted(table.loc[table["region"] == region, "subject"].unique()))
-        count = max(1, int(round(held_out * len(subjects))))
-        test_subjects.update(rng.permutation(subjects)[:count])
-    return table["subject"].isin(test_subjects)
+    return pd.Series(subject_parts(table, test_fraction=held_out, seed=seed) == "test", index=table.index)
 
 
 def main() -> int:

@@ -1,14 +1,13 @@
 """Checkpoint files of trainable detectors: state_dict + architecture + provenance, written atomically."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mcam.detector import DetectorUnavailableError
+from mcam.io import atomic_output
 
 FORMAT = "mcam-detector-checkpoint/1"
 
@@ -17,17 +16,10 @@ def save_checkpoint(path: str | Path, *, detector: str, arch: dict[str, Any], pr
                     state_dict: dict[str, torch.Tensor]) -> Path:
     """Write a checkpoint that `weights=PATH` (or `init_from=PATH`) loads; atomic (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "detector": detector, "arch": arch, "provenance": provenance,
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

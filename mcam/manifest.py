@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mcam.io import atomic_output
 from mcam.labels import CANONICAL
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("sample_id", "path", "label", "region", "dataset", "subject")
@@ -52,11 +53,11 @@ class Manifest:
         return Manifest(self.table[mask].reset_index(drop=True), self.root)
 
     def fingerprint(self) -> str:
-        """Hash of the table (column names and values) and of its files' sizes and modification times.
+        """Hash of the table (column names and values) and of the bytes of every file it names.
 
-        Changes whenever a row, a value or a referenced file changes (e.g. faces re-rendered or
-        re-cropped under the same manifest), so cached cues and detectors never go stale silently.
-        Computed once per Manifest (it stats every file; the cue store asks for it many times).
+        Changes whenever a row, a value or a referenced file's content changes (e.g. faces re-rendered
+        or re-cropped under the same manifest), and only then: no paths outside the table, no
+        modification times, so a copied dataset keeps its fingerprint. Computed once per Manifest.
         """
         cached = self.__dict__.get("_fingerprint")
         if cached is None:
@@ -70,12 +71,34 @@ class Manifest:
         for column in FILE_COLUMNS:
             for value in self.table[column] if column in self.table.columns else ():
                 if isinstance(value, str) and value:
-                    try:
-                        stat = self.resolve(value).stat()
-                        digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
-                    except OSError:
-                        digest.update(b"missing;")
+                    digest.update(f"{content_digest(self.resolve(value))};".encode())
         return digest.hexdigest()[:16]
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> content digest: hashes each file once
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file's bytes (a frame folder: of its files' names and bytes); 'missing' when absent.
+
+    The (size, mtime) memo only saves re-reading an unchanged file within a process; the digest
+    itself depends on the content alone.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    memo = (str(path), stat.st_size, stat.st_mtime_ns)
+    if memo not in _DIGESTS or path.is_dir():  # a folder's mtime misses edits inside its files: always re-read
+        digest = hashlib.sha256()
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+                with open(file, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+        _DIGESTS[memo] = digest.hexdigest()[:16]
+    return _DIGESTS[memo]
 
 
 def _fail(source: str, row: int | None, column: str | None, message: str) -> None:
@@ -162,8 +185,6 @@ def save_manifest(manifest: Manifest | pd.DataFrame, path: str | os.PathLike) ->
     if path.is_dir():
         path = path / MANIFEST_FILE
     table = validate(table, source=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, index=False)
     return path

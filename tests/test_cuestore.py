@@ -193,11 +193,11 @@ def test_extract_cli(data, tmp_path, monkeypatch, capsys):
     from mcam.cli.main import main
 
     monkeypatch.setattr("mcam.cues.extract.create_detector", lambda name, **cfg: TinyDetector(**cfg))
-    args = ["extract", "--data", str(data.root), "--detectors", "tiny", "--cache", str(tmp_path / "c"), "--no-progress"]
+    args = ["extract", "--data", str(data.root), "--detectors", "tiny", "--store", str(tmp_path / "c"), "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "tiny" in out and "11/12" in out and "12 samples, 1 detectors" in out
-    assert len(list((tmp_path / "c").glob("tiny-*/tiny-*.npz"))) == 1
+    assert len(list((tmp_path / "c" / "cues").glob("tiny-*/tiny-*.npz"))) == 1
     def unknown(name, **config):
         raise KeyError(f"unknown detector {name!r}")
 

@@ -80,11 +80,12 @@ def test_gam_finetunes_on_training_part_then_reextracts(cue_data: Path, tmp_path
         calls.setdefault("built", []).append(Path(spec).name)
         return {"macro": _FakeDetector("macro", True), "vgg": _FakeDetector("vgg", False)}
 
-    def fake_pretrain(manifest, names, out_dir, **kw):  # noqa: ANN001, ANN003
-        calls["pretrain"] = (set(manifest.table["sample_id"]), list(names), kw["base_spec"])
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "detectors.yaml").write_text("detectors: {macro: {weights: tuned.ckpt}}\n")
-        return Path(out_dir) / "detectors.yaml"
+    def fake_adapt(store, base_spec, train, fine_tune, **kw):  # noqa: ANN001, ANN003
+        calls["pretrain"] = (set(train.table["sample_id"]), list(fine_tune), base_spec)
+        out_dir = Path(store.root) / "detectors" / "adapted"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "detectors.yaml").write_text("detectors: {macro: {weights: tuned.ckpt}}\n")
+        return out_dir / "detectors.yaml"
 
     def fake_extract(manifest, detectors, cache_dir, **kw):  # noqa: ANN001, ANN003
         calls["extracted"] = sorted(detectors)
@@ -92,9 +93,9 @@ def test_gam_finetunes_on_training_part_then_reextracts(cue_data: Path, tmp_path
 
     monkeypatch.setattr(extract, "build_detectors", build)
     monkeypatch.setattr(extract, "extract_cues", fake_extract)
-    monkeypatch.setattr(pretrain, "pretrain_detectors", fake_pretrain)
+    monkeypatch.setattr(pretrain, "adapt_detectors", fake_adapt)
     assert main(_fit_args(cue_data, tmp_path, "--config", str(CONFIGS / "mode/gam.yaml"),
-                          "--data.detectors", str(base_spec), "--data.cache_dir", str(tmp_path / "cache"))) == 0
+                          "--data.detectors", str(base_spec), "--data.store", str(tmp_path / "store"))) == 0
     run = tmp_path / "fusion" / "version_0"
     frame = pd.read_csv(cue_data / "manifest.csv")
     trained_ids, names, spec = calls["pretrain"]

@@ -74,5 +74,7 @@ def test_fingerprint_sees_column_names_and_file_changes(tmp_path) -> None:
     first = manifest.fingerprint()
     renamed = manifest.table.rename(columns={"region": "group"})  # same values, another column name
     assert manifest.__class__(renamed, tmp_path).fingerprint() != first
-    os.utime(tmp_path / "a.png", ns=(1, 1))  # same table, the face file changed
+    os.utime(tmp_path / "a.png", ns=(1, 1))  # touched, same bytes: the same data
+    assert load_manifest(path).fingerprint() == first
+    (tmp_path / "a.png").write_bytes(b"z")  # same table, the face file's content changed
     assert load_manifest(path).fingerprint() != first

@@ -45,9 +45,10 @@ def test_suite_on_prepared_jaffe_and_ckplus(tmp_path: Path) -> None:
     prepare(create_adapter("ckplus", _ckplus(tmp_path / "raw_ck")), ckplus,
             PrepareOptions(region="western", clip_size=32, clip_frames=8), progress=False)
     spec = SuiteSpec(name="real_fixture", protocol="loro", data={"dirs": [str(jaffe), str(ckplus)]},
-                     source_region="western", detectors=["micro", "macro_cnn", "macro"], pretrain_epochs=1,
+                     source_region="western", detectors=["micro", "macro_cnn", "macro"],
+                     pretrain=["micro", "macro_cnn"], pretrain_epochs=1, detector_seeds=[0],
                      modes=["lam", "gam"], gam_epochs=1, models=["attention", "late_average"], single_cue_models=[],
-                     seeds=[0], max_epochs=3, patience=2, workdir=str(tmp_path / "work"))
+                     seeds=[0], max_epochs=3, patience=2, store=str(tmp_path / "store"), min_test_subjects=1)
     report = run_suite(spec, tmp_path / "suite", progress=False)
     results = pd.read_csv(tmp_path / "suite" / "results.csv")
     assert sorted(results["fold"].unique()) == ["japanese", "western"]

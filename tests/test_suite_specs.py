@@ -27,5 +27,25 @@ def test_spec_loads_and_expands(path: Path, profile: str | None) -> None:
 
 def test_main_job_spec_meets_the_brief() -> None:
     spec = SuiteSpec.load(REPO / "benchmarks" / "loro.yaml")
-    assert spec.protocol == "loro" and set(spec.modes) == {"lam", "gam"} and len(spec.seeds) >= 3
+    assert spec.protocol == "loro" and spec.modes == ["lam"] and spec.source_region == "western_posed"
+    assert len(spec.seeds) >= 3 and len(spec.detector_seeds) >= 3  # fusion and detector-training replicates
     assert "attention" in spec.models and len(set(spec.models) - {"attention"}) >= 3
+    gam = SuiteSpec.load(REPO / "experiments" / "loro_gam.yaml")
+    assert set(gam.modes) == {"lam", "gam"} and gam.detector_seeds == spec.detector_seeds
+
+
+def test_spec_errors_name_the_field(tmp_path: Path) -> None:
+    from mcam.suites.spec import SpecError
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("seedz: [1]\n")
+    with pytest.raises(SpecError, match="seedz"):
+        SuiteSpec.load(path)
+    path.write_text("seeds: abc\n")
+    with pytest.raises(SpecError, match="seeds"):
+        SuiteSpec.load(path)
+    with pytest.raises(SpecError, match="no profile 'nope'"):
+        SuiteSpec.load(REPO / "benchmarks" / "loro.yaml", "nope")
+    assert SuiteSpec.load(REPO / "benchmarks" / "loro.yaml", None, ["--seeds", "[0,1]"]).seeds == [0, 1]
+    with pytest.raises(SpecError, match="workers"):
+        SuiteSpec.load(REPO / "benchmarks" / "loro.yaml", None, ["--workers", "0"])

@@ -13,7 +13,7 @@ from mcam.cues.table import CueTable
 from mcam.labels import CANONICAL
 from mcam.manifest import Manifest, validate
 from mcam.suites import runner as runner_module
-from mcam.suites.metrics import bootstrap_ci, mcnemar, run_metrics
+from mcam.suites.metrics import bootstrap_ci, run_metrics
 from mcam.suites.protocols import make_folds
 from mcam.suites.spec import SuiteSpec, expand_runs
 
@@ -59,15 +59,11 @@ def test_group_metrics_agree_with_sklearn() -> None:
     assert row["weight_au"] == pytest.approx(frame["weight_au"].mean())
 
 
-def test_bootstrap_and_mcnemar() -> None:
+def test_bootstrap_ci() -> None:
     correct = np.array([True] * 80 + [False] * 20)
     low, high = bootstrap_ci(correct, np.arange(100) // 5)  # 20 subjects, each all right or all wrong
     assert low < 0.8 < high and high - low < 0.5
     assert bootstrap_ci(correct, np.arange(100) % 20) == (0.8, 0.8)  # every subject 4/5 right: no spread
-    a = np.array([True] * 30 + [False] * 10)
-    b = np.array([True] * 10 + [False] * 30)
-    assert mcnemar(a, b)[:2] == (20, 0) and mcnemar(a, b)[2] < 1e-4
-    assert mcnemar(a, a)[2] == 1.0
 
 
 def _toy_manifest(n_subjects: int = 6) -> pd.DataFrame:
@@ -94,85 +90,36 @@ def test_protocols_are_subject_disjoint(protocol: str, n_folds: int) -> None:
         assert not subjects["train"] & subjects["test"] and not subjects["val"] & subjects["test"]
         assert not subjects["train"] & subjects["val"]
         assert "r1-s1" not in subjects["test"]
+    again = make_folds(protocol, table, reserved, 0.2, seed=0, args=args)
+    assert all(list(a.parts) == list(b.parts) for a, b in zip(folds, again))  # the seed alone decides
 
 
-def _toy_tables(table: pd.DataFrame) -> dict[str, CueTable]:
-    rng = np.random.default_rng(0)
-    label_codes = table["label"].map({c: k for k, c in enumerate(CANONICAL)}).to_numpy()
-    tables = {}
-    for name, dim in (("au", 6), ("macro", 7)):
-        values = rng.normal(0, 1, (len(table), dim)).astype(np.float32)
-        values[np.arange(len(table)), label_codes % dim] += 2.0
-        labels = [f"{name}.{c}" for c in CANONICAL][:dim] if name == "macro" else [f"au.f{i}" for i in range(dim)]
-        tables[name] = CueTable(name, "fp", table["sample_id"].to_numpy(), labels, values,
-                                np.ones(len(table), bool))
-    return tables
-
-
-def _patched_runner(monkeypatch: pytest.MonkeyPatch, table: pd.DataFrame, fail_at: int | None) -> None:
-    tables = _toy_tables(table)
-    monkeypatch.setattr(runner_module, "ensure_data", lambda data, out, progress: Manifest(table, Path(".")))
-    monkeypatch.setattr(runner_module.SuiteRunner, "_lam_detectors", lambda self, m: (Path("spec.yaml"), set()))
-    monkeypatch.setattr(runner_module, "build_detectors", lambda spec: {})
-    monkeypatch.setattr(runner_module, "extract_cues", lambda *a, **k: tables)
-    if fail_at is None:
-        return
-    calls = {"n": 0}
-    original = runner_module.execute_job
-
-    def execute(job):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == fail_at:
-            raise KeyboardInterrupt("killed midway")
-        return original(job)
-
-    monkeypatch.setattr(runner_module, "execute_job", execute)
-
-
-def test_killed_suite_resumes_to_the_same_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    table = _toy_manifest(4)
-    spec = SuiteSpec(name="toy", modes=["lam"], models=["attention", "concat"], single_cue_models=[], seeds=[0, 1],
-                     max_epochs=3, patience=2, folds=["r1", "r2"], workers=2)
-    expected = len(expand_runs(spec, ["r1", "r2"], ["au", "macro"]))
-
-    _patched_runner(monkeypatch, table, fail_at=None)
-    runner_module.run_suite(spec, tmp_path / "whole", progress=False)
-    whole = pd.read_csv(tmp_path / "whole" / "results.csv")
-    assert len(whole) == expected
-
-    spec.workers = 1  # the kill is simulated in-process; also checks parallel == sequential results
-    _patched_runner(monkeypatch, table, fail_at=4)
-    with pytest.raises(KeyboardInterrupt):
-        runner_module.run_suite(spec, tmp_path / "resumed", progress=False)
-    assert len(pd.read_csv(tmp_path / "resumed" / "results.csv")) == 3
-    _patched_runner(monkeypatch, table, fail_at=None)
-    runner_module.run_suite(spec, tmp_path / "resumed", progress=False)
-    resumed = pd.read_csv(tmp_path / "resumed" / "results.csv")
-    assert len(resumed) == expected and resumed["run_id"].is_unique
-    columns = [c for c in whole.columns if c not in ("seconds",)]
-    pd.testing.assert_frame_equal(whole.sort_values("run_id")[columns].reset_index(drop=True),
-                                  resumed.sort_values("run_id")[columns].reset_index(drop=True))
-    changed = SuiteSpec(**{**spec.to_dict(), "max_epochs": 4})
-    with pytest.raises(runner_module.SuiteMismatchError, match="max_epochs"):
-        runner_module.run_suite(changed, tmp_path / "resumed", progress=False)
-    more_seeds = SuiteSpec(**{**spec.to_dict(), "seeds": [0, 1, 2]})  # growing a suite is a resume
-    runner_module.run_suite(more_seeds, tmp_path / "resumed", progress=False)
-    assert len(pd.read_csv(tmp_path / "resumed" / "results.csv")) == expected * 3 // 2
-    report = (tmp_path / "resumed" / "report.md").read_text()
-    assert "attention" in report and "figures/accuracy_by_fold.png" in report
-    assert (tmp_path / "resumed" / "figures" / "cue_weights.png").exists()
+def test_kfold_tests_every_region_in_every_fold() -> None:
+    table = _toy_manifest(n_subjects=10)
+    folds = make_folds("kfold", table, {"r1-s1"}, 0.2, seed=0, args={"k": 5})
+    tested = pd.Series(dtype=int)
+    for fold in folds:
+        test = table[fold.mask("test")].drop_duplicates("subject")
+        assert test["region"].value_counts().reindex(["r1", "r2", "r3"]).between(1, 2).all()
+        tested = pd.concat([tested, test["subject"].value_counts()])
+    assert tested.index.is_unique and len(tested) == 29  # every subject but the reserved one tested once
 
 
 def test_report_keeps_cue_subsets_apart() -> None:
-    from mcam.suites.report import _method, reference_method, summary_table
+    from mcam.suites.report import prepare_results, reference_method, summary_table
+    from mcam.suites.stats import Cell
 
     rows = [{"model": "attention", "cue_set": cue_set, "mode": "lam", "fold": "f", "seed": seed, "accuracy": acc,
              "acc_ci_low": acc - 0.1, "acc_ci_high": acc + 0.1, "macro_f1": acc}
             for cue_set, acc in (("A", 0.9), ("A-au", 0.5)) for seed in (0, 1)]
     rows.append({**rows[0], "model": "single_cue", "cue_set": "au", "accuracy": 0.4})
-    results = pd.DataFrame(rows)
-    results["method"] = _method(results)
+    results = prepare_results(pd.DataFrame(rows))
     assert set(results["method"]) == {"attention[A]", "attention[A-au]", "single:au"}
     assert reference_method(results) == "attention[A]"
-    summary = summary_table(results).set_index("method")["accuracy"]
-    assert summary["attention[A]"] == pytest.approx(0.9) and summary["attention[A-au]"] == pytest.approx(0.5)
+    right = {method: np.arange(10) < 10 * runs["accuracy"].to_numpy()[:, None]  # each run 10 samples of 5 subjects
+             for method, runs in results.groupby("method")}
+    cells = {("lam", method, "f"): Cell(right[method], runs["detector_seed"], runs["seed"], np.arange(10) // 2)
+             for method, runs in results.groupby("method")}
+    summary = summary_table(results, cells, n_boot=200).set_index(["method", "fold"])["accuracy"]
+    assert summary["attention[A]", "f"] == pytest.approx(0.9) and summary["attention[A-au]", "f"] == pytest.approx(0.5)
+    assert summary["attention[A]", "held-out mean"] == pytest.approx(0.9)

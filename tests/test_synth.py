@@ -44,6 +44,8 @@ def test_subjects_never_cross_splits(tiny_synth: Path) -> None:
     assert (table.groupby("subject")["split"].nunique() == 1).all()
     for _, rows in table.groupby("region"):
         assert set(rows["split"]) == {"train", "val", "test"}
+        # tiny.yaml: 4 subjects per region, val 0.25, test 0.25 -> 1 val, 1 test, 2 train subjects
+        assert rows.drop_duplicates("subject")["split"].value_counts().to_dict() == {"train": 2, "val": 1, "test": 1}
 
 
 def test_same_seed_same_files(tmp_path: Path) -> None:

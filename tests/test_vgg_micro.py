@@ -119,7 +119,7 @@ def test_vgg_fit_learns_and_checkpoint_round_trips(tmp_path: Path) -> None:
     loaded = VGGFeatures(weights=str(path), input_size=32, device="cpu")
     batch = FaceBatch([str(i) for i in range(4)], images=test_faces[:4])
     np.testing.assert_array_equal(detector.extract(batch)[0], loaded.extract(batch)[0])
-    assert loaded.weights_digest() == detector.weights_digest()
+    assert loaded.fingerprint() == VGGFeatures(weights=str(path), input_size=32, device="cpu").fingerprint()
     assert "checkpoint" in loaded.weights_info().source
     with pytest.raises(ValueError, match="batch_norm"):
         VGGFeatures(weights=str(path), batch_norm=False).load()
@@ -195,8 +195,12 @@ def test_vgg_imagenet_weights_come_from_the_torch_cache(tmp_path: Path, monkeypa
     fake["classifier.0.weight"] = torch.zeros(2, 2)  # ImageNet classifier: not part of the cue, ignored
     _imagenet_cache_file(batch_norm=False).parent.mkdir(parents=True)
     torch.save(fake, _imagenet_cache_file(batch_norm=False))
-    assert not VGGFeatures(device="cpu").weights_info().available_offline  # the BN variant's file is absent
-    detector = VGGFeatures(input_size=32, batch_norm=False, device="cpu")
+    assert not VGGFeatures(weights="imagenet", device="cpu").weights_info().available_offline  # no BN file
+    # what the cue means never depends on the cache: without a weights choice the detector is unavailable
+    assert not VGGFeatures(input_size=32, batch_norm=False, device="cpu").weights_info().available_offline
+    with pytest.raises(DetectorUnavailableError, match="no weights chosen"):
+        VGGFeatures(input_size=32, batch_norm=False, device="cpu").load()
+    detector = VGGFeatures(weights="imagenet", input_size=32, batch_norm=False, device="cpu")
     assert detector.weights_info().available_offline
     detector.load()
     assert torch.equal(detector.model.features[0].weight, fake["features.0.weight"])

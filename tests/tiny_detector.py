@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from mcam.detector import Detector, FaceBatch, InputKind, TrainingSet, WeightsInfo
+from mcam.determinism import seeded
 from mcam.manifest import Manifest, load_manifest, save_manifest
 
 
@@ -58,15 +59,14 @@ class TinyTrainable(TinyDetector):
     prefix = "tinytrain"
     trainable = True
     seen: list[tuple[TrainingSet, TrainingSet | None]] = []  # every fit call, across instances
-    pretrained_default = False  # True: weights=None stands for usable pre-trained weights (like macro's FER model)
 
     def weights_info(self) -> WeightsInfo:
-        weights = self.config["weights"]
-        return WeightsInfo(source=str(weights), available_offline=weights is not None or self.pretrained_default)
+        return WeightsInfo(source=str(self.config["weights"]), available_offline=True)
 
     def _load(self) -> None:
         weights = self.config["weights"]
-        self.model = torch.nn.Linear(3, 3)
+        with seeded(0):  # an explicit init: the same config is the same detector (and fingerprint)
+            self.model = torch.nn.Linear(3, 3)
         if weights not in (None, "random"):
             self.model.load_state_dict(torch.load(weights)["state_dict"])
 

@@ -5,11 +5,13 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from mcam.cues.extract import build_detectors, extract_cues
-from mcam.cues.store import CueStore, default_cache_dir
+from mcam.cues.store import CueStore
 from mcam.detector import DetectorUnavailableError
 from mcam.manifest import load_manifest
+from mcam.store import default_store_root
 
 # Errors that are the user's to fix (unknown detector, bad manifest/spec, missing weights): a message, no traceback.
 USER_ERRORS = (KeyError, ValueError, FileNotFoundError, DetectorUnavailableError)
@@ -21,7 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--detectors", help="comma-separated registry names, default init args (e.g. macro,vgg)")
     which.add_argument("--spec", help="detector spec YAML {detectors: {name: {weights: ..., ...}}} "
                                       "(e.g. the detectors.yaml written by `mcam pretrain`)")
-    parser.add_argument("--cache", default=None, help=f"cue cache folder (default {default_cache_dir()})")
+    parser.add_argument("--store", default=None,
+                        help=f"artifact store; cues go to <store>/cues (default $MCAM_STORE or {default_store_root()})")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for extraction (default 1)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when visible)")
     parser.add_argument("--clip-column", default=None,
@@ -31,14 +35,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cache = args.cache or default_cache_dir()
+    cache = Path(args.store or default_store_root()) / "cues"
     start = time.perf_counter()
     try:
         manifest = load_manifest(args.data)
         spec = args.spec or {name.strip(): {} for name in args.detectors.split(",") if name.strip()}
         detectors = build_detectors(spec, device=args.device)
         tables = extract_cues(manifest, detectors, cache, batch_size=args.batch_size,
-                              progress=not args.no_progress, clip_column=args.clip_column)
+                              progress=not args.no_progress, clip_column=args.clip_column, threads=args.threads)
     except USER_ERRORS as err:
         print(f"mcam extract: error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("extract", "extract (cached) cues of detectors over a dataset"),
     "prepare": ("prepare", "turn a raw real dataset into a manifest of face crops"),
     "bench": ("bench", "run a benchmark suite (default: leave-one-region-out)"),
+    "cache": ("cache", "list the artifact store (detectors, cues, folds) and prune unused entries"),
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"mcam.cli.{SUBCOMMANDS[command][0]}")
     parser = argparse.ArgumentParser(prog=f"mcam {command}", description=SUBCOMMANDS[command][1])
     module.configure(parser)
+    if command == "bench":  # every suite spec field is an option too: the spec parser takes what argparse does not
+        args, overrides = parser.parse_known_args(rest)
+        return int(module.run(args, overrides) or 0)
     return int(module.run(parser.parse_args(rest)) or 0)
 
 

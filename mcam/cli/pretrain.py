@@ -29,7 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for <name>.pt, <name>.metrics.json, detectors.yaml")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per detector (default: each detector's)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of subjects held out for val")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the random init, the val split and training")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for training (explicit: results depend on it; default 1)")
     parser.add_argument("--force", action="store_true", help="retrain even where a checkpoint exists")
     parser.add_argument("--include-test", action="store_true",
                         help="also train on rows whose manifest split is 'test' (default: left out, so the "
@@ -38,9 +40,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import lightning.pytorch as pl
-
-    pl.seed_everything(args.seed, workers=True)
     train = _names(args.detectors)
     try:
         manifest = load_manifest(args.data)
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         spec = pretrain_detectors(manifest, [*train, *_names(args.keep)], args.out,
                                   region=None if args.region == "all" else args.region,
                                   val_fraction=args.val_fraction, seed=args.seed, base_spec=args.base,
-                                  epochs=args.epochs, force=args.force, fine_tune=train)
+                                  epochs=args.epochs, force=args.force, train=train, threads=args.threads)
     except USER_ERRORS as err:
         print(f"mcam pretrain: error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

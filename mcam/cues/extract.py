@@ -16,7 +16,9 @@ import yaml
 from mcam.cues.store import CueStore, PartialCues
 from mcam.cues.table import CueTable
 from mcam.detector import Detector, FaceBatch, InputKind, TrainingSet, still_to_clip
+from mcam.determinism import training_threads
 from mcam.faces import FaceCropper, FaceError, load_clip, read_rgb
+from mcam.io import atomic_output
 from mcam.labels import CANONICAL
 from mcam.manifest import Manifest
 from mcam.registry import create_detector
@@ -122,11 +124,12 @@ def default_clip_column(manifest: Manifest) -> str:
 
 def extract_cues(manifest: Manifest, detectors: Mapping[str, Detector], cache_dir: str | Path,
                  batch_size: int = 64, progress: bool = True, clip_column: str | None = None,
-                 checkpoint_every: int = CHECKPOINT_EVERY) -> dict[str, CueTable]:
+                 checkpoint_every: int = CHECKPOINT_EVERY, threads: int = 1) -> dict[str, CueTable]:
     """Cue tables keyed by the names in `detectors`, read from the CueStore or extracted (and cached).
 
     Extraction is batched on each detector's own device, saves finished rows every
-    `checkpoint_every` batches (and on interruption) and resumes from them. Rows whose face
+    `checkpoint_every` batches (and on interruption) and resumes from them, with exactly `threads` CPU
+    threads; one process extracts an entry at a time (others wait, then read it). Rows whose face
     cannot be loaded are invalid; their reasons go to the `.rejects.csv` beside the cached file.
     """
     store = CueStore(cache_dir)
@@ -138,14 +141,17 @@ def extract_cues(manifest: Manifest, detectors: Mapping[str, Detector], cache_di
         if detector.input_kind == InputKind.CLIP:  # which clips were read is part of the cue's identity
             fingerprint = hashlib.sha256(f"{fingerprint}:{clip_column}".encode()).hexdigest()[:16]
         table = store.get(manifest, detector, fingerprint)
-        if table is not None:
+        if table is None:
+            with store.lock(manifest, detector, fingerprint), training_threads(threads):
+                table = store.get(manifest, detector, fingerprint)  # another process may have made it meanwhile
+                if table is None:
+                    table = _extract_one(store, manifest, detector, fingerprint, batch_size, progress, clip_column,
+                                         checkpoint_every)
+                    log.info("%s: extracted %d rows in %.1f s -> %s", name, len(table.valid),
+                             time.perf_counter() - start, store.path(manifest, detector, fingerprint))
+        else:
             log.info("%s: cached cues %s (%d/%d valid, %.1f s)", name, store.path(manifest, detector, fingerprint),
                      int(table.valid.sum()), len(table.valid), time.perf_counter() - start)
-        else:
-            table = _extract_one(store, manifest, detector, fingerprint, batch_size, progress, clip_column,
-                                 checkpoint_every)
-            log.info("%s: extracted %d rows in %.1f s -> %s", name, len(table.valid), time.perf_counter() - start,
-                     store.path(manifest, detector, fingerprint))
         tables[name] = table
     return tables
 
@@ -209,14 +215,11 @@ def _checkpoint(store: CueStore, manifest: Manifest, detector: Detector, fingerp
 
 def _write_rejects(path: Path, manifest: Manifest, reasons: np.ndarray, name: str) -> None:
     rejected = [i for i, reason in enumerate(reasons) if reason]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_output(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["sample_id", "path", "reason"])
         for i in rejected:
             writer.writerow([manifest.table["sample_id"].iloc[i], manifest.table["path"].iloc[i], reasons[i]])
-    os.replace(tmp, path)
     if rejected:
         counts = Counter(_reason_kind(reasons[i]) for i in rejected)
         summary = "; ".join(f"{count} x {kind}" for kind, count in counts.most_common())

@@ -1,7 +1,14 @@
-"""Source pre-training (LAM) and target fine-tuning (GAM) of trainable detectors, written as a detector spec."""
+"""Source pre-training (LAM) and target fine-tuning (GAM) of trainable detectors, written as a detector spec.
+
+One training path, `train_detectors`, writes `<name>.pt`, `<name>.metrics.json` and a
+`detectors.yaml` into a folder. `stored_detectors` runs it into the content-addressed artifact
+store (keyed by the training rows' content, the base detectors' fingerprints, the settings and the
+seed); `adapt_detectors` is GAM, the one way `mcam fit` and every suite adapt detectors to a set
+of training rows; `pretrain_detectors` is `mcam pretrain`'s user-chosen output folder.
+"""
 from __future__ import annotations
 
-import hashlib
+import inspect
 import json
 import logging
 import os
@@ -9,134 +16,167 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import yaml
 
-from mcam.cues.extract import default_clip_column, load_spec, training_set
-from mcam.cues.store import write_text_atomic
+from mcam.cues.extract import build_detectors, default_clip_column, load_spec, training_set
 from mcam.detector import Detector
+from mcam.determinism import training_threads
+from mcam.io import write_atomic
 from mcam.manifest import Manifest
 from mcam.registry import create_detector, detector_class
+from mcam.splits import train_val_split
+from mcam.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "detectors.yaml"
+MADE_FROM = "made_from.json"
+SpecLike = Mapping[str, Mapping[str, Any] | None] | str | Path
 
 
-def subject_split(manifest: Manifest, val_fraction: float, seed: int) -> tuple[Manifest, Manifest | None]:
-    """Train/val manifests with disjoint subjects; a seeded `val_fraction` of subjects (at least one) is val."""
-    subjects = np.array(sorted(manifest.table["subject"].astype(str).unique()))
-    if val_fraction <= 0 or len(subjects) < 2:
-        return manifest, None
-    n_val = min(len(subjects) - 1, max(1, int(round(val_fraction * len(subjects)))))
-    val_subjects = set(np.random.default_rng(seed).permutation(subjects)[:n_val])
-    is_val = manifest.table["subject"].astype(str).isin(val_subjects)
-    return manifest.subset(~is_val), manifest.subset(is_val)
+def _initial_config(name: str, base: Mapping[str, dict[str, Any]], seed: int) -> dict[str, Any]:
+    """Where a trained detector starts: its base spec entry (fine-tuning), else an explicit seeded random init."""
+    if name in base:
+        return dict(base[name])
+    init: dict[str, Any] = {"weights": "random"}
+    if "seed" in inspect.signature(detector_class(name).__init__).parameters:
+        init["seed"] = seed
+    return init
 
 
-def pretrain_detectors(manifest: Manifest, names: Sequence[str], out_dir: str | Path, region: str | None = None,
-                       val_fraction: float = 0.2, seed: int = 0, base_spec: Mapping | str | Path | None = None,
-                       epochs: int | None = None, force: bool = False,
-                       fine_tune: Sequence[str] | None = None) -> Path:
-    """Train detectors on `manifest` (optionally one region) and write `out_dir/detectors.yaml`; returns its path.
+def _check_names(manifest: Manifest, names: Sequence[str], train: Sequence[str], region: str | None) -> None:
+    if region is not None and region not in manifest.regions:
+        raise ValueError(f"region {region!r} not in the manifest; regions: {manifest.regions}")
+    untrainable = [n for n in train if not detector_class(n).trainable]
+    if untrainable:
+        raise ValueError(f"detectors {untrainable} are not trainable; list them in `names` only")
+    missing = [n for n in train if n not in names]
+    if missing:
+        raise ValueError(f"detectors {missing} are to be trained but not among the spec's names {list(names)}")
 
-    Detectors in `fine_tune` are fitted on a subject-disjoint train split and saved as
-    `out_dir/<name>.pt` + `<name>.metrics.json`; they start from `base_spec` (GAM: fine-tuning
-    pre-trained weights) or from random weights (LAM source pre-training). The others are
-    listed with their `base_spec` (or default) init args. Default `fine_tune`: every trainable
-    detector in `names` with a base_spec; without one, those whose default weights are not
-    usable here (so the FER2013 macro model, or an ImageNet VGG found in the torch cache, is
-    kept, not retrained from random). A detector whose checkpoint and metrics exist for the
-    same data and settings is skipped unless `force`.
+
+def train_detectors(out_dir: str | Path, manifest: Manifest, names: Sequence[str], train: Sequence[str], *,
+                    base_spec: SpecLike | None = None, epochs: int | None = None, seed: int = 0,
+                    val_fraction: float = 0.2, threads: int = 1) -> Path:
+    """Train the detectors in `train` on `manifest` and write `out_dir/detectors.yaml` listing all `names`.
+
+    Trained detectors start from their `base_spec` entry (GAM: fine-tuning) or from an explicit
+    random init seeded with `seed` (source pre-training); `seed` also drives their training. A
+    seeded `val_fraction` of subjects is held out for the detectors' own metrics. Detectors not in
+    `train` are listed with their base entry (or defaults). Uses exactly `threads` threads.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if region is not None:
-        if region not in manifest.regions:
-            raise ValueError(f"region {region!r} not in the manifest; regions: {manifest.regions}")
-        manifest = manifest.subset(manifest.table["region"] == region)
     base = load_spec(base_spec) if base_spec is not None else {}
-    if fine_tune is None:
-        fine_tune = [n for n in names if detector_class(n).trainable
-                     and (base_spec is not None or not create_detector(n).weights_info().available_offline)]
-    train_names = list(fine_tune)
-    untrainable = [n for n in train_names if not detector_class(n).trainable]
-    if untrainable:
-        raise ValueError(f"detectors {untrainable} are not trainable; list them in `names` only")
-    train_m, val_m = subject_split(manifest, val_fraction, seed)
-    run = {"manifest_fingerprint": manifest.fingerprint(), "region": region, "seed": seed,
-           "val_fraction": val_fraction, "epochs": epochs}
+    train_m, val_m = train_val_split(manifest, val_fraction, seed)
     spec: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys([*names, *train_names]):
-        if name not in train_names:
-            spec[name] = _portable(base.get(name, {}), out_dir)
+    for name in names:
+        kept = _relative(base.get(name, {}), out_dir)
+        if name not in train:
+            spec[name] = kept
             continue
-        init = dict(base.get(name, {"weights": "random"}))
-        checkpoint = out_dir / f"{name}.pt"
-        metrics_path = out_dir / f"{name}.metrics.json"
-        start = {**run, "init": _portable(init, out_dir), "init_weights": _file_digest(init.get("weights"))}
-        if not force and _done(checkpoint, metrics_path, start):
-            log.info("%s: already trained (%s); skipping (use force to retrain)", name, checkpoint)
-        else:
-            detector = create_detector(name, **init)
-            metrics = _train(detector, train_m, val_m, epochs)
-            tmp = detector.save(out_dir / f".{name}.tmp.pt")
-            os.replace(tmp, checkpoint)
-            record = {**start, "detector": name, "metrics": metrics,
-                      "subjects_train": int(train_m.table["subject"].nunique()),
-                      "subjects_val": 0 if val_m is None else int(val_m.table["subject"].nunique())}
-            write_text_atomic(metrics_path, json.dumps(record, indent=2, default=str))
-            log.info("%s: trained in %.1f s -> %s %s", name, metrics["seconds"], checkpoint, metrics)
-        spec[name] = {**{k: v for k, v in _portable(base.get(name, {}), out_dir).items() if k != "weights"},
-                      "weights": checkpoint.name}
+        detector = create_detector(name, **_initial_config(name, base, seed))
+        with training_threads(threads):
+            metrics = _train(detector, train_m, val_m, epochs, seed)
+        detector.save(out_dir / f"{name}.pt")
+        write_atomic(out_dir / f"{name}.metrics.json", json.dumps({
+            "detector": name, "seed": seed, "epochs": epochs, "val_fraction": val_fraction, "metrics": metrics,
+            "subjects_train": int(train_m.table["subject"].nunique()),
+            "subjects_val": 0 if val_m is None else int(val_m.table["subject"].nunique())}, indent=2, default=str))
+        log.info("%s: trained in %.1f s %s", name, metrics["seconds"], metrics)
+        spec[name] = {**{k: v for k, v in kept.items() if k != "weights"}, "weights": f"{name}.pt"}
     path = out_dir / SPEC_FILE
-    write_text_atomic(path, yaml.safe_dump({"detectors": spec}, sort_keys=False))
+    write_atomic(path, yaml.safe_dump({"detectors": spec}, sort_keys=False))
     return path
 
 
-def _train(detector: Detector, train_m: Manifest, val_m: Manifest | None, epochs: int | None) -> dict[str, Any]:
+def _made_from(manifest: Manifest, names: Sequence[str], train: Sequence[str], base_spec: SpecLike | None,
+               epochs: int | None, seed: int, val_fraction: float) -> dict[str, Any]:
+    """What a set of trained detectors is made of: rows' content, every starting detector's fingerprint, settings."""
+    base = load_spec(base_spec) if base_spec is not None else {}
+    starts = {n: _initial_config(n, base, seed) if n in train else base.get(n, {}) for n in names}
+    fingerprints = {n: d.fingerprint() for n, d in build_detectors(starts).items()}
+    return {"rows": manifest.fingerprint(), "names": list(names), "train": list(train), "start": fingerprints,
+            "epochs": epochs, "seed": seed, "val_fraction": val_fraction}
+
+
+def stored_detectors(store: ArtifactStore, manifest: Manifest, names: Sequence[str], train: Sequence[str], *,
+                     base_spec: SpecLike | None = None, epochs: int | None = None, seed: int = 0,
+                     val_fraction: float = 0.2, threads: int = 1, purpose: str = "pretrain") -> Path:
+    """`train_detectors` into the artifact store: trained once per content key, shared by every caller after."""
+    _check_names(manifest, names, train, None)
+    made_from = {"purpose": purpose, **_made_from(manifest, names, train, base_spec, epochs, seed, val_fraction)}
+    base = load_spec(base_spec) if base_spec is not None else {}
+    depends = tuple(sorted({f"detectors/{Path(c['weights']).parent.name}" for c in base.values()
+                            if _in_store(c.get("weights"), store)}))
+    folder = store.build("detectors", made_from, depends_on=depends, make=lambda scratch: train_detectors(
+        scratch, manifest, names, train, base_spec=base_spec, epochs=epochs, seed=seed, val_fraction=val_fraction,
+        threads=threads))
+    return folder / SPEC_FILE
+
+
+def adapt_detectors(store: ArtifactStore, base_spec: SpecLike, train_rows: Manifest, fine_tune: Sequence[str], *,
+                    epochs: int | None = None, seed: int = 0, threads: int = 1) -> Path:
+    """GAM: fine-tune `fine_tune` of `base_spec` on exactly `train_rows` (a fold's train part: never its val or
+    test rows); returns the adapted detectors.yaml (a store entry) listing every detector of the base spec."""
+    names = list(load_spec(base_spec))
+    if not fine_tune:
+        raise ValueError(f"GAM: nothing to fine-tune among {names}")
+    return stored_detectors(store, train_rows, names, list(fine_tune), base_spec=base_spec, epochs=epochs,
+                            seed=seed, val_fraction=0.0, threads=threads, purpose="gam")
+
+
+def pretrain_detectors(manifest: Manifest, names: Sequence[str], out_dir: str | Path, train: Sequence[str],
+                       region: str | None = None, val_fraction: float = 0.2, seed: int = 0,
+                       base_spec: SpecLike | None = None, epochs: int | None = None, force: bool = False,
+                       threads: int = 1) -> Path:
+    """`mcam pretrain`: `train_detectors` into a folder of the user's choosing (optionally one region).
+
+    Skipped when the folder already holds detectors made from the same content and settings
+    (`made_from.json`), unless `force`.
+    """
+    _check_names(manifest, names, train, region)
+    if region is not None:
+        manifest = manifest.subset(manifest.table["region"] == region)
+    out_dir = Path(out_dir)
+    made_from = {"region": region, **_made_from(manifest, names, train, base_spec, epochs, seed, val_fraction)}
+    record = out_dir / MADE_FROM
+    if not force and (out_dir / SPEC_FILE).is_file() and record.is_file() \
+            and json.loads(record.read_text()) == json.loads(json.dumps(made_from, default=str)):
+        log.info("%s: detectors already trained from the same data and settings; skipping (force retrains)", out_dir)
+        return out_dir / SPEC_FILE
+    path = train_detectors(out_dir, manifest, names, train, base_spec=base_spec, epochs=epochs, seed=seed,
+                           val_fraction=val_fraction, threads=threads)
+    write_atomic(record, json.dumps(made_from, indent=2, default=str))
+    return path
+
+
+def _train(detector: Detector, train_m: Manifest, val_m: Manifest | None, epochs: int | None,
+           seed: int) -> dict[str, Any]:
     """Fit on faces loaded for the detector's input kind; micro clips (`micro_clip`) feed clip detectors."""
     clip_column = default_clip_column(train_m)
     start = time.perf_counter()
     train = training_set(train_m, detector.input_kind, clip_column=clip_column)
     val = None if val_m is None else training_set(val_m, detector.input_kind, clip_column=clip_column)
-    kwargs = {} if epochs is None else {"epochs": epochs}
+    kwargs: dict[str, Any] = {"seed": seed} if epochs is None else {"seed": seed, "epochs": epochs}
     metrics = {k: float(v) for k, v in (detector.fit(train, val, **kwargs) or {}).items()}
     return {**metrics, "n_train": len(train.faces), "n_val": 0 if val is None else len(val.faces),
             "seconds": round(time.perf_counter() - start, 2)}
 
 
-def _file_digest(weights: object) -> str | None:
-    """Content hash of a starting checkpoint, so fine-tuned detectors are redone when their base was retrained."""
+def _in_store(weights: object, store: ArtifactStore) -> bool:
     if not isinstance(weights, str) or not Path(weights).is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(weights, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def _done(checkpoint: Path, metrics_path: Path, run: dict[str, Any]) -> bool:
-    if not (checkpoint.exists() and metrics_path.exists()):
         return False
-    try:
-        record = json.loads(metrics_path.read_text())
-    except ValueError:
-        return False
-    same = all(record.get(k) == v for k, v in run.items())
-    if not same:
-        log.info("%s exists but was trained on other data/settings; retraining", checkpoint)
-    return same
+    return Path(weights).resolve().parent.parent == (store.root / "detectors").resolve()
 
 
-def _portable(config: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Init args for a spec in `out_dir`: resolved weight files inside it become relative, others stay absolute."""
+def _relative(config: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Init args for a spec in `out_dir`: a weights file beside or inside `out_dir`'s parent becomes a relative
+    path (store entries refer to each other portably); others stay as given."""
     config = dict(config)
     weights = config.get("weights")
     if isinstance(weights, str) and Path(weights).is_absolute():
-        try:
-            config["weights"] = str(Path(weights).relative_to(out_dir.resolve()))
-        except ValueError:
-            pass
+        home = out_dir.resolve().parent
+        if Path(weights).resolve().is_relative_to(home):
+            config["weights"] = os.path.relpath(Path(weights).resolve(), out_dir.resolve())
     return config

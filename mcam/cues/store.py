@@ -7,6 +7,7 @@ folder, so datasets, folds and subsets never overwrite each other's cues.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -19,17 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from mcam.cues.table import CueTable
+from mcam.io import atomic_output, write_atomic
+from mcam.store import file_lock
 from mcam.detector import Detector
 from mcam.manifest import Manifest
 
 
 class StaleCueWarning(UserWarning):
     """A cached cue file that does not match its key (stale, mismatched or corrupt); it will be re-extracted."""
-
-
-def default_cache_dir() -> Path:
-    """MCAM's cue cache: `$MCAM_CACHE/cues`, else ~/.cache/mcam/cues."""
-    return Path(os.environ.get("MCAM_CACHE") or Path.home() / ".cache" / "mcam") / "cues"
 
 
 @dataclass
@@ -121,12 +119,14 @@ class CueStore:
             "detector_fingerprint": fingerprint,
             "config": detector.config,
             "weights": asdict(detector.weights_info()),
+            # the store entry of the detector's weights, if any (`mcam cache --prune` keeps it while this is used)
+            "depends_on": _weights_entry(detector.config.get("weights"), self.root),
             "labels": table.labels,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "n_rows": int(len(table.sample_ids)),
             "n_valid": int(table.valid.sum()),
         }
-        write_text_atomic(self.sidecar_path(path), json.dumps(meta, indent=2, default=str))
+        write_atomic(self.sidecar_path(path), json.dumps(meta, indent=2, default=str))
         table.save(path)
         self.partial_path(manifest, detector, fingerprint).unlink(missing_ok=True)
         return path
@@ -136,13 +136,17 @@ class CueStore:
         """Atomically record the rows finished so far."""
         path = self.partial_path(manifest, detector, fingerprint)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, manifest_fingerprint=manifest.fingerprint(), fingerprint=fingerprint,
-                 sample_ids=manifest.table["sample_id"].to_numpy(dtype=str)[: partial.done],
-                 values=partial.values.astype(np.float32), valid=partial.valid.astype(bool),
-                 reasons=partial.reasons.astype(str))
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            np.savez(tmp, manifest_fingerprint=manifest.fingerprint(), fingerprint=fingerprint,
+                     sample_ids=manifest.table["sample_id"].to_numpy(dtype=str)[: partial.done],
+                     values=partial.values.astype(np.float32), valid=partial.valid.astype(bool),
+                     reasons=partial.reasons.astype(str))
         return path
+
+    def lock(self, manifest: Manifest, detector: Detector, fingerprint: str) -> contextlib.AbstractContextManager[None]:
+        """Held while one process extracts an entry; a second extractor of the same entry waits, then reads it."""
+        entry = self.path(manifest, detector, fingerprint)
+        return file_lock(self.root / ".locks" / f"{entry.parent.name}-{entry.stem}.lock")
 
     def load_partial(self, manifest: Manifest, detector: Detector, fingerprint: str) -> PartialCues | None:
         """Rows of an interrupted extraction of this exact entry, or None (mismatches warn and are ignored)."""
@@ -168,9 +172,9 @@ class CueStore:
         return partial
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file so that readers see the old or the new content, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _weights_entry(weights: object, cue_root: Path) -> list[str]:
+    """['detectors/<key>'] when the weights file is an entry of the artifact store beside the cue store."""
+    if not isinstance(weights, str) or not Path(weights).is_file():
+        return []
+    folder = Path(weights).resolve().parent
+    return [f"detectors/{folder.name}"] if folder.parent == (cue_root.parent / "detectors").resolve() else []

@@ -1,12 +1,13 @@
 """A cue matrix for one (manifest, detector) pair: values, validity and column labels, aligned to manifest rows."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from mcam.io import atomic_output
 
 
 @dataclass
@@ -49,12 +50,10 @@ class CueTable:
     def save(self, path: str | Path) -> Path:
         """Write atomically as .npz (a crash never leaves a half-written file under the final name)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, detector=self.detector, fingerprint=self.fingerprint, sample_ids=self.sample_ids.astype(str),
-                 labels=np.asarray(self.labels, dtype=str), values=self.values.astype(np.float32),
-                 valid=self.valid.astype(bool))
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            np.savez(tmp, detector=self.detector, fingerprint=self.fingerprint,
+                     sample_ids=self.sample_ids.astype(str), labels=np.asarray(self.labels, dtype=str),
+                     values=self.values.astype(np.float32), valid=self.valid.astype(bool))
         return path
 
     @classmethod

@@ -17,9 +17,10 @@ from mcam.datasets.base import MISSING_FRAME, NO_FACE, UNREADABLE, Adapter, Reco
 from mcam.datasets.locate import Face, HaarFinder, MTCNNFinder, cut, locate, make_finder, pct_box, square
 from mcam.datasets.video import VideoError, frame_count, sample_indices, stream_frames
 from mcam.faces import FaceError, crop, read_rgb
+from mcam.io import atomic_output
 from mcam.labels import head_map
 from mcam.manifest import save_manifest
-from mcam.synth.generate import assign_splits
+from mcam.splits import assign_splits
 
 AUGMENTATIONS: tuple[str, ...] = ("rotate", "noise", "mono")
 REJECT_COLUMNS: tuple[str, ...] = ("source", "reason", "detail")
@@ -129,7 +130,8 @@ def _split(table: pd.DataFrame, options: PrepareOptions) -> pd.DataFrame:
 
 def _write_rejects(rejects: list[Reject], path: Path) -> None:
     table = pd.DataFrame([(r.source, r.reason, r.detail) for r in rejects], columns=list(REJECT_COLUMNS))
-    table.to_csv(path, index=False)
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 class _Worker:

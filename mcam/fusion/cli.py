@@ -4,8 +4,9 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -24,11 +25,30 @@ TRAINER_DEFAULTS = {
 class FusionCLI(LightningCLI):
     """LightningCLI with the default callbacks and the data -> network links."""
 
+    # Building the parser (every class signature, four subcommands) costs about a second; a suite's worker
+    # process runs many fits, so the parser is built once per process and reused (parsing keeps no state
+    # between calls; instantiators are re-registered per run, replacing the previous run's).
+    _parsers: dict[tuple[bool, str], tuple[Any, ...]] = {}
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
+                     subparser_kwargs: dict[str, Any]) -> None:
+        key = (add_subcommands, repr((main_kwargs, subparser_kwargs)))
+        if key not in FusionCLI._parsers:
+            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+            FusionCLI._parsers[key] = (self.parser, getattr(self, "_subcommand_parsers", None),
+                                       getattr(self, "_subcommand_method_arguments", None))
+        self.parser, parsers, arguments = FusionCLI._parsers[key]
+        if parsers is not None:
+            self._subcommand_parsers, self._subcommand_method_arguments = parsers, arguments
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.add_lightning_class_args(PredictionCSVWriter, "prediction_writer")
+        parser.add_argument("--threads", type=int, default=1,
+                            help="CPU threads for training, GAM fine-tuning included (explicit: results depend on it)")
+        parser.link_arguments("threads", "data.threads")
         parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.patience": 20,
                              "checkpoint.monitor": "val/loss", "checkpoint.filename": "best",
                              "lr_monitor.logging_interval": "epoch"})
@@ -40,6 +60,22 @@ class FusionCLI(LightningCLI):
                                ("region_names", "region_names"),
                                ("group_names", "group_names")):
             parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {config.threads}")
+        torch.set_num_threads(config.threads)
+
+    def after_fit(self) -> None:
+        """Score the best checkpoint: test metrics, then the test part's predictions (predictions.csv in the log
+        folder), so `mcam fit --config <run>/config.yaml` reproduces a suite run's predictions."""
+        if self.trainer.interrupted or not len(self.datamodule.metadata().query("part == 'test'")):
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        best = "best" if checkpoint is not None and checkpoint.best_model_path else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False)
+        self.trainer.predict(self.model, datamodule=self.datamodule, ckpt_path=best, return_predictions=False)
 
     def before_fit(self) -> None:
         self._check_raw_cues()

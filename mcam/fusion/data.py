@@ -1,8 +1,7 @@
 """CueDataModule: cue tables of a manifest -> standardised in-memory tensors split train/val/test."""
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,22 +14,44 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from torch.utils.data import WeightedRandomSampler
 
+from mcam.assets import resolve_path
 from mcam.cues.table import CueTable
 from mcam.fusion.splits import SplitMode, assign_parts
 from mcam.fusion.subsets import parse_cues
 from mcam.labels import head_map
 from mcam.manifest import Manifest, load_manifest, validate
+from mcam.store import ArtifactStore, default_store_root
 
 PARTS = ("train", "val", "test")
 DEFAULT_DETECTORS = Path("configs/detectors/default.yaml")
 
 
 def default_detector_spec() -> Path | None:
-    """configs/detectors/default.yaml under the working directory or the source checkout, if present."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (base / DEFAULT_DETECTORS).exists():
-            return base / DEFAULT_DETECTORS
-    return None
+    """configs/detectors/default.yaml under the working directory, else the packaged one; None if neither exists."""
+    try:
+        return resolve_path(DEFAULT_DETECTORS)
+    except FileNotFoundError:
+        return None
+
+
+def _load_table(path: str) -> CueTable:
+    """A cue table file, read once per process while unchanged (a suite's worker reads the same tables for
+    every run; store entries are never modified, the stat check covers files that are)."""
+    stat = Path(path).stat()
+    return _load_table_version(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_table_version(path: str, size: int, mtime_ns: int) -> CueTable:
+    return CueTable.load(path)
+
+
+class _IndexBatches(BatchSampler):
+    """BatchSampler yielding index tensors: one conversion per batch instead of one per tensor indexed."""
+
+    def __iter__(self):  # type: ignore[override]
+        for batch in super().__iter__():
+            yield torch.as_tensor(batch, dtype=torch.long)
 
 
 def _codes(values: pd.Series, names: list[str]) -> np.ndarray:
@@ -65,13 +86,15 @@ class _Prepared:
 class CueDataModule(pl.LightningDataModule):
     """Cues of a manifest as in-memory tensors with a split spec; statistics from the training part only.
 
-    Cues come from (first that applies) tables given to `from_tables`, `cue_dir` (<cue>.npz CueTables),
-    or the detectors spec run through the cue store (`adaptation='gam'` fine-tunes the trainable
-    detectors on the training part first). Batches: (x, valid, y, region, group, row index).
+    Cues come from (first that applies) tables given to `from_tables`, `cue_files` ({cue: CueTable .npz},
+    as suites write them), `cue_dir` (<cue>.npz CueTables), or the detectors spec run through the
+    artifact store `store` (`adaptation='gam'` fine-tunes the trainable detectors on the training part
+    first, through `mcam.cues.pretrain.adapt_detectors`). Batches: (x, valid, y, region, group, row index).
     """
 
     def __init__(self, data_dir: str | None = None, cues: str | list[str] | None = None,
-                 detectors: str | None = None, cache_dir: str | None = None, cue_dir: str | None = None,
+                 detectors: str | None = None, store: str | None = None, cue_dir: str | None = None,
+                 cue_files: dict[str, str] | None = None,
                  split: SplitMode = "subject", val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
                  regions: list[str] | None = None, train_regions: list[str] | None = None,
                  test_regions: list[str] | None = None, train_datasets: list[str] | None = None,
@@ -79,17 +102,17 @@ class CueDataModule(pl.LightningDataModule):
                  balance: Literal["weights", "sampler", "none"] = "weights", standardize: bool = True,
                  batch_size: int = 0, predict_split: Literal["train", "val", "test", "all"] = "test",
                  adaptation: Literal["lam", "gam"] = "lam", gam_epochs: int | None = None,
-                 gam_dir: str | None = None) -> None:
+                 gam_seed: int = 0, threads: int = 1) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.data_dir, self.cues, self.detectors, self.cue_dir = data_dir, cues, detectors, cue_dir
-        self.cache_dir = cache_dir
+        self.store, self.cue_files = store, cue_files
         self.split, self.val_fraction, self.test_fraction, self.seed = split, val_fraction, test_fraction, seed
         self.regions = regions
         self.split_values = {"regions": (train_regions, test_regions), "datasets": (train_datasets, test_datasets)}
         self.target, self.balance, self.standardize = target, balance, standardize
         self.batch_size, self.predict_split = batch_size, predict_split
-        self.adaptation, self.gam_epochs, self.gam_dir = adaptation, gam_epochs, gam_dir
+        self.adaptation, self.gam_epochs, self.gam_seed, self.threads = adaptation, gam_epochs, gam_seed, threads
         self.adapted_spec: Path | None = None
         self._manifest: Manifest | None = None
         self._tables: dict[str, CueTable] | None = None
@@ -193,8 +216,8 @@ class CueDataModule(pl.LightningDataModule):
         else:
             sampler = SequentialSampler(dataset)
         size = n if self.batch_size <= 0 else min(self.batch_size, n)
-        # batch_size=None + a BatchSampler: TensorDataset is indexed with whole index lists (no per-sample collate)
-        return DataLoader(dataset, sampler=BatchSampler(sampler, size, drop_last=False), batch_size=None)
+        # batch_size=None + a batch sampler: TensorDataset is indexed with whole index tensors (no per-sample collate)
+        return DataLoader(dataset, sampler=_IndexBatches(sampler, size, drop_last=False), batch_size=None)
 
     def _prepared(self) -> _Prepared:
         if self._data is None:
@@ -215,7 +238,7 @@ class CueDataModule(pl.LightningDataModule):
         table, y, parts = table[keep].reset_index(drop=True), y[keep], parts[keep]
         if self.split == "manifest":
             _warn_crossing_subjects(table["subject"], parts)
-        groups = table["group"].astype(str) if "group" in table.columns else pd.Series("all", index=table.index)
+        groups = table["group"].fillna("all").astype(str) if "group" in table.columns else pd.Series("all", index=table.index)
         frame = pd.DataFrame({"sample_id": table["sample_id"], "region": table["region"], "subject": table["subject"],
                               "label": table["label"], "group": groups, "dataset": table["dataset"], "part": parts})
         tables = self._cue_tables(frame)
@@ -247,6 +270,8 @@ class CueDataModule(pl.LightningDataModule):
 
     def _cue_tables(self, frame: pd.DataFrame) -> dict[str, CueTable]:
         """The selected cues' tables (from_tables, cue_dir or the detectors through the cue store)."""
+        if self._tables is None and self.cue_files:
+            self._tables = {name: _load_table(str(path)) for name, path in self.cue_files.items()}
         if self._tables is None and self.cue_dir is not None:
             files = sorted(Path(self.cue_dir).glob("*.npz"))
             if not files:
@@ -266,6 +291,9 @@ class CueDataModule(pl.LightningDataModule):
                                     "or precomputed cues (cue_dir / from_tables)")
         return spec
 
+    def _artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self.store if self.store else default_store_root())
+
     def _extract(self, frame: pd.DataFrame) -> dict[str, CueTable]:
         from mcam.cues.extract import build_detectors, extract_cues
 
@@ -275,34 +303,22 @@ class CueDataModule(pl.LightningDataModule):
         chosen = {n: detectors[n] for n in names}
         if self.adaptation == "gam":
             chosen.update(self._adapt(spec, frame, chosen))
-        cache = Path(self.cache_dir) if self.cache_dir else self.manifest.root / "cues"
-        tables = extract_cues(self.manifest, chosen, cache, progress=False)
+        tables = extract_cues(self.manifest, chosen, self._artifacts().root / "cues", progress=False,
+                              threads=self.threads)
         return {n: tables[n] for n in names}
 
     def _adapt(self, spec: Path, frame: pd.DataFrame, detectors: Mapping[str, object]) -> dict[str, object]:
-        """GAM: fine-tune the trainable detectors on the training part; returns them rebuilt from the new spec."""
+        """GAM: fine-tune the trainable detectors on the training part (never val/test rows); rebuilt from the
+        adapted spec (a store entry keyed by those rows' content, the base weights' content, epochs and seed)."""
         from mcam.cues.extract import build_detectors
-        from mcam.cues.pretrain import pretrain_detectors
+        from mcam.cues.pretrain import adapt_detectors
 
         trainable = [n for n, d in detectors.items() if getattr(d, "trainable", False)]
         if not trainable:
             raise ValueError(f"adaptation 'gam': none of the cues {list(detectors)} is trainable")
         train_ids = frame.loc[frame["part"] == "train", "sample_id"]
         train = self.manifest.subset(self.manifest.table["sample_id"].isin(train_ids))
-        # the base detectors' fingerprints hash their weights' content, not just the spec's relative paths
-        base = {n: detectors[n].fingerprint() for n in trainable}  # type: ignore[attr-defined]
-        key = json.dumps({"manifest": train.fingerprint(), "base": base, "cues": trainable,
-                          "seed": self.seed, "epochs": self.gam_epochs}, sort_keys=True)
-        cache = Path(self.cache_dir) if self.cache_dir else self.manifest.root / "cues"
-        out = Path(self.gam_dir) if self.gam_dir else cache / "gam" / hashlib.sha256(key.encode()).hexdigest()[:12]
-        marker = out / "adapted_spec.txt"
-        if marker.exists() and Path(marker.read_text().strip()).exists():
-            adapted = Path(marker.read_text().strip())
-        else:
-            adapted = Path(pretrain_detectors(train, trainable, out, seed=self.seed, base_spec=spec,
-                                              epochs=self.gam_epochs))
-            out.mkdir(parents=True, exist_ok=True)
-            marker.write_text(str(adapted))
-        self.adapted_spec = adapted
-        rebuilt = build_detectors(adapted)
+        self.adapted_spec = adapt_detectors(self._artifacts(), spec, train, trainable, epochs=self.gam_epochs,
+                                            seed=self.gam_seed, threads=self.threads)
+        rebuilt = build_detectors(self.adapted_spec)
         return {n: rebuilt[n] for n in trainable}

@@ -29,7 +29,8 @@ class FusionModule(pl.LightningModule):
     def __init__(self, network: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
                  class_weights: list[float] | None = None, plateau_factor: float = 0.5, plateau_patience: int = 5,
                  monitor: str = "val/loss", region_names: list[str] | None = None,
-                 group_names: list[str] | None = None, image_every_n_epochs: int = 10) -> None:
+                 group_names: list[str] | None = None, image_every_n_epochs: int = 10,
+                 details_every_n_epochs: int = 1) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network", "class_weights", "region_names", "group_names"])
         self.network = network
@@ -97,6 +98,10 @@ class FusionModule(pl.LightningModule):
         k = self.network.num_classes
         core = {f"{split}/acc": accuracy(y, pred), f"{split}/f1": macro_f1(y, pred, k)}
         self.log_dict(core)
+        every = max(1, self.hparams.get("details_every_n_epochs", 1))
+        if split != "test" and self.current_epoch % every and not images:  # breakdowns cost more than a step
+            self.epoch_metrics[split] = core
+            return
         details = self._breakdown(split, pred, weights.float(), y, region, group, images)
         self.epoch_metrics[split] = {**core, **details}
         # Breakdowns go straight to the loggers: routing ~100 scalars through self.log costs more than training.

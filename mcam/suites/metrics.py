@@ -1,4 +1,7 @@
-"""Per-run metrics from a predictions table: overall, per region/group (fairlearn), bootstrap CIs, paired tests."""
+"""Per-run metrics from a predictions table: overall, per region/group (fairlearn), a subject-bootstrap CI.
+
+CIs and paired tests across replicates (what the report shows) are in mcam.suites.stats.
+"""
 from __future__ import annotations
 
 import json
@@ -7,7 +10,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame, equalized_odds_difference
-from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 
@@ -57,14 +59,6 @@ def bootstrap_ci(correct: np.ndarray, clusters: np.ndarray, n_boot: int = 1000, 
     accuracies = hits[draws].sum(1) / counts[draws].sum(1)
     alpha = (1 - level) / 2
     return float(np.quantile(accuracies, alpha)), float(np.quantile(accuracies, 1 - alpha))
-
-
-def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:
-    """Exact McNemar test on paired correctness: (a right & b wrong, a wrong & b right, two-sided p)."""
-    a_only = int(np.sum(correct_a & ~correct_b))
-    b_only = int(np.sum(~correct_a & correct_b))
-    p = 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
-    return a_only, b_only, p
 
 
 def run_metrics(predictions: pd.DataFrame, class_names: Sequence[str], seed: int = 0) -> dict[str, float | str]:

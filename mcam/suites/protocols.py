@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from mcam.fusion.splits import subject_split
+from mcam.splits import shuffled_subjects, subject_folds, subject_parts
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Fold:
 
 def _pool_split(table: pd.DataFrame, pool: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
     parts = np.full(len(table), None, dtype=object)
-    parts[pool] = subject_split(table[pool], val_fraction, 0.0, seed)
+    parts[pool] = subject_parts(table[pool], val_fraction, 0.0, seed)
     return parts
 
 
@@ -71,15 +71,15 @@ def cross(table: pd.DataFrame, reserved: set[str], val_fraction: float, seed: in
 
 
 def kfold(table: pd.DataFrame, reserved: set[str], val_fraction: float, seed: int, k: int = 5, **_: Any) -> list[Fold]:
-    """Within-region subject-disjoint k-fold (the paper's 80/20 without subject leakage), all regions pooled per fold."""
-    rng = np.random.default_rng(seed)
-    fold_of: dict[str, int] = {}
-    for _, rows in table.groupby("region"):
-        subjects = rng.permutation(sorted(set(rows["subject"]) - reserved))
-        fold_of.update({s: i % k for i, s in enumerate(subjects)})
+    """Within-region subject-disjoint k-fold (the paper's 80/20 without subject leakage), all regions pooled per fold.
+
+    Every fold tests about 1/k of each region's subjects (StratifiedGroupKFold by region); reserved
+    subjects are never tested (they may train).
+    """
+    fold_of = subject_folds(table, k, seed, by="region", exclude=reserved)
     folds = []
     for i in range(k):
-        is_test = table["subject"].map(fold_of).eq(i).to_numpy()
+        is_test = table["subject"].astype(str).map(fold_of).eq(i).to_numpy()
         parts = _pool_split(table, ~is_test, val_fraction, seed)
         parts[is_test] = "test"
         folds.append(_check_test(Fold(f"fold{i}", parts, f"subject fold {i} of {k}, every region"), table))
@@ -90,13 +90,12 @@ def mixing(table: pd.DataFrame, reserved: set[str], val_fraction: float, seed: i
            added: str = "latin_wild", fractions: Sequence[float] = (0.0, 0.1, 0.3, 0.5, 1.0), column: str = "region",
            **_: Any) -> list[Fold]:
     """Dataset mixing (EiLA-style): train on `base` plus a fraction of `added`'s training subjects; test on held-out subjects of both."""
-    rng = np.random.default_rng(seed)
     is_test_split = (table.get("split", pd.Series("", index=table.index)) == "test").to_numpy()
     is_base, is_added = (table[column] == base).to_numpy(), (table[column] == added).to_numpy()
-    added_subjects = rng.permutation(sorted(set(table[is_added & ~is_test_split]["subject"])))
+    added_subjects = shuffled_subjects(table[is_added & ~is_test_split]["subject"], seed)  # nested draws: a prefix each
     folds = []
     for fraction in fractions:
-        chosen = set(added_subjects[:int(round(fraction * len(added_subjects)))])
+        chosen = set(added_subjects[:int(np.floor(fraction * len(added_subjects) + 0.5))])
         pool = (is_base & ~is_test_split) | (is_added & ~is_test_split & table["subject"].isin(chosen).to_numpy())
         parts = _pool_split(table, pool, val_fraction, seed)
         parts[(is_base | is_added) & is_test_split & ~table["subject"].isin(reserved).to_numpy()] = "test"

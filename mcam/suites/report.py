@@ -1,8 +1,17 @@
-"""report.md and PNG figures generated from a suite's results.csv (and the runs' predictions)."""
+"""report.md and PNG figures generated from a suite's results.csv (and the runs' predictions).
+
+Intervals and paired tests come from mcam.suites.stats: a bootstrap over test subjects, detector-training seeds
+and fusion seeds (nested), paired by replicate, Holm-corrected. The source fold (the region the LAM detectors
+were pre-trained on) is reported apart and kept out of the held-out mean. Same inputs give the same bytes.
+"""
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections import Counter
 from pathlib import Path
+from typing import Mapping
 
 import matplotlib
 
@@ -11,9 +20,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mcam.suites.metrics import mcnemar  # noqa: E402
+from mcam.suites import stats  # noqa: E402
+from mcam.suites.stats import Cell  # noqa: E402
 
 FIGURES = "figures"
+HELD_OUT, SOURCE, MEAN_ROLE = "held_out", "source", "held_out_mean"
+MEAN = "held-out mean"  # the fold label of the cross-fold mean rows
+SOURCE_NOTE = "in-domain for the detectors (not in the mean)"
+ALPHA = 0.05
+MAX_ATTAINABLE_P = 0.01  # paired tests draw enough that the smallest possible Holm-adjusted p is below this
+PREDICTION_COLUMNS = ["sample_id", "subject", "label", "pred"]
+CellKey = tuple[str, str, str]  # (mode, method, fold)
 
 
 def _method(frame: pd.DataFrame) -> pd.Series:
@@ -27,9 +44,57 @@ def _method(frame: pd.DataFrame) -> pd.Series:
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def prepare_results(results: pd.DataFrame) -> pd.DataFrame:
+    """Check run_id is unique; default detector_seed 0 and fold_role 'held_out' (older files); add `method`."""
+    results = results.copy()
+    if "run_id" in results:
+        duplicates = sorted(results.loc[results["run_id"].duplicated(), "run_id"].astype(str).unique())
+        if duplicates:
+            raise ValueError(f"results.csv has duplicate run_id values: {duplicates}")
+    results["detector_seed"] = (results["detector_seed"].fillna(0) if "detector_seed" in results else 0)
+    results["detector_seed"] = results["detector_seed"].astype(int)
+    results["seed"] = results["seed"].astype(int)
+    results["fold_role"] = results["fold_role"].fillna(HELD_OUT) if "fold_role" in results else HELD_OUT
+    results["fold_role"] = results["fold_role"].astype(str)
+    unknown = sorted(set(results["fold_role"]) - {HELD_OUT, SOURCE})
+    if unknown:
+        raise ValueError(f"results.csv: unknown fold_role values {unknown}; expected {HELD_OUT!r} or {SOURCE!r}")
+    results["fold"] = results["fold"].astype(str)
+    results["method"] = _method(results)
+    if "run_id" in results:  # the report does not depend on the order in which runs finished
+        results = results.sort_values("run_id", kind="stable").reset_index(drop=True)
+    return results
+
+
+def load_results(out: str | Path) -> pd.DataFrame:
+    """OUT/results.csv, checked and completed by prepare_results."""
+    return prepare_results(pd.read_csv(Path(out) / "results.csv"))
+
+
+def _natural_key(name: str) -> tuple[str | int, ...]:
+    """Sort key reading digit runs as numbers: 'x@10%' after 'x@5%', 'fold10' after 'fold9'."""
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name)))
+
+
+def fold_order(results: pd.DataFrame, mode: str | None = None) -> list[str]:
+    """Folds in natural order of their names (the protocols' order: regions sorted, 'fold0'.., mixing fractions
+    ascending), whatever the order of rows in results.csv."""
+    folds = results["fold"] if mode is None else results.loc[results["mode"] == mode, "fold"]
+    return sorted(set(folds), key=_natural_key)
+
+
+def fold_roles(results: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(mode, fold) -> 'held_out' or 'source'; one role per (mode, fold)."""
+    roles = results.groupby(["mode", "fold"])["fold_role"].unique()
+    mixed = {key: sorted(value) for key, value in roles.items() if len(value) > 1}
+    if mixed:
+        raise ValueError(f"results.csv: runs of one fold disagree on fold_role: {mixed}")
+    return {key: str(value[0]) for key, value in roles.items()}
 
 
 def reference_method(results: pd.DataFrame) -> str:
@@ -41,92 +106,267 @@ def reference_method(results: pd.DataFrame) -> str:
     return sorted(methods)[0]
 
 
-def summary_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean accuracy over seeds per (mode, method, fold) with the averaged subject-bootstrap 95% CI."""
-    grouped = results.groupby(["mode", "method", "fold"], sort=False)
-    return pd.DataFrame({
-        "accuracy": grouped["accuracy"].mean(), "ci_low": grouped["acc_ci_low"].mean(),
-        "ci_high": grouped["acc_ci_high"].mean(), "seed_sd": grouped["accuracy"].std(ddof=1).fillna(0.0),
-        "macro_f1": grouped["macro_f1"].mean(), "n_seeds": grouped["seed"].nunique(),
-    }).reset_index()
+def load_cells(out: str | Path, results: pd.DataFrame) -> dict[CellKey, Cell]:
+    """Per (mode, method, fold): every replicate's correctness on the fold's test samples, aligned by sample_id.
+
+    Each run's predictions.csv is read once (cached by run_dir).
+    """
+    out, cache, cells = Path(out), {}, {}
+    for (mode, fold), part in results.groupby(["mode", "fold"], sort=False):
+        order: np.ndarray | None = None
+        subjects: np.ndarray | None = None
+        for method, runs in part.groupby("method", sort=True):
+            runs = runs.sort_values(["detector_seed", "seed"])
+            correct = []
+            for run_dir in runs["run_dir"].astype(str):
+                if run_dir not in cache:
+                    frame = pd.read_csv(out / run_dir / "predictions.csv", usecols=PREDICTION_COLUMNS, dtype=str)
+                    if not frame["sample_id"].is_unique:
+                        raise ValueError(f"{out / run_dir / 'predictions.csv'}: sample_id not unique")
+                    cache[run_dir] = frame.set_index("sample_id")
+                frame = cache[run_dir]
+                if order is None:
+                    order = np.sort(frame.index.to_numpy(dtype=str))
+                    subjects = frame.loc[order, "subject"].to_numpy(dtype=str)
+                elif len(frame) != len(order) or not np.array_equal(np.sort(frame.index.to_numpy(dtype=str)), order):
+                    raise ValueError(f"{run_dir}: its test samples differ from other runs of fold {fold!r} ({mode})")
+                aligned = frame.loc[order]
+                correct.append(aligned["label"].to_numpy() == aligned["pred"].to_numpy())
+            cells[mode, method, fold] = Cell(np.stack(correct), runs["detector_seed"].to_numpy(),
+                                             runs["seed"].to_numpy(), subjects)
+    return cells
+
+
+def _counts(cells: list[Cell]) -> dict[str, int]:
+    """Replicates used (common to the cells), distinct detector and fusion seeds among them, subjects, samples."""
+    keys = stats.common_replicates(cells)
+    return {"n_replicates": len(keys), "n_detector_seeds": len({d for d, _ in keys}),
+            "n_seeds": len({s for _, s in keys}), "n_subjects": sum(len(np.unique(c.subjects)) for c in cells),
+            "n_test": sum(c.correct.shape[1] for c in cells)}
+
+
+def summary_table(results: pd.DataFrame, cells: Mapping[CellKey, Cell], n_boot: int = stats.N_BOOT,
+                  seed: int = stats.SEED) -> pd.DataFrame:
+    """Per (mode, method, fold): mean accuracy over replicates and its bootstrap 95% CI; plus one 'held-out mean'
+    row per (mode, method), the mean over held-out folds only (source folds excluded)."""
+    roles, rows = fold_roles(results), []
+    for mode in sorted(results["mode"].unique()):
+        part = results[results["mode"] == mode]
+        folds = fold_order(part)
+        held_out = [f for f in folds if roles[mode, f] == HELD_OUT]
+        for method in sorted(part["method"].unique()):
+            runs = part[part["method"] == method]
+            for fold in folds:
+                if (mode, method, fold) not in cells:
+                    continue
+                cell = cells[mode, method, fold]
+                estimate = stats.accuracy_ci(cell, n_boot, seed)
+                rows.append({"mode": mode, "method": method, "fold": fold, "fold_role": roles[mode, fold],
+                             "accuracy": estimate.estimate, "ci_low": estimate.low, "ci_high": estimate.high,
+                             "macro_f1": runs.loc[runs["fold"] == fold, "macro_f1"].mean(),
+                             "n_runs": int((runs["fold"] == fold).sum()), **_counts([cell])})
+            if held_out and all((mode, method, f) in cells for f in held_out):
+                chosen = [cells[mode, method, f] for f in held_out]
+                if not stats.common_replicates(chosen):
+                    continue
+                estimate = stats.mean_accuracy_ci(chosen, n_boot, seed)
+                rows.append({"mode": mode, "method": method, "fold": MEAN, "fold_role": MEAN_ROLE,
+                             "accuracy": estimate.estimate, "ci_low": estimate.low, "ci_high": estimate.high,
+                             "macro_f1": runs[runs["fold"].isin(held_out)].groupby("fold")["macro_f1"].mean().mean(),
+                             "n_runs": int(runs["fold"].isin(held_out).sum()), **_counts(chosen)})
+    return pd.DataFrame(rows)
+
+
+def _cell_text(accuracy: float, low: float, high: float) -> str:
+    return f"{accuracy:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def accuracy_matrix(summary: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """method x fold cells 'acc [low, high]' plus the mean and the spread (max - min) over folds."""
+    """method x held-out fold cells 'acc [low, high]', the held-out mean with its CI, the worst held-out fold, then
+    the source fold(s) apart; sorted by held-out mean (best first)."""
     part = summary[summary["mode"] == mode]
-    cells = part.assign(cell=part.apply(lambda r: f"{r.accuracy:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", axis=1))
-    folds = list(part["fold"].unique())  # the protocol's order (e.g. mixing fractions ascending)
-    table = cells.pivot(index="method", columns="fold", values="cell")[folds]
-    means = part.pivot(index="method", columns="fold", values="accuracy")[folds]
-    table["mean"] = means.mean(axis=1).map("{:.3f}".format)
-    table["spread (max-min)"] = (means.max(axis=1) - means.min(axis=1)).map("{:.3f}".format)
-    table["worst fold"] = means.idxmin(axis=1)
-    return table.sort_values("mean", ascending=False)
+    text = pd.Series([_cell_text(r.accuracy, r.ci_low, r.ci_high) for r in part.itertuples()], index=part.index)
+    cells = part.assign(cell=text).pivot(index="method", columns="fold", values="cell")
+    values = part.pivot(index="method", columns="fold", values="accuracy")
+    folds = sorted(set(part["fold"]) - {MEAN}, key=_natural_key)
+    roles = dict(zip(part["fold"], part["fold_role"]))
+    held_out = [f for f in folds if roles[f] == HELD_OUT]
+    source = [f for f in folds if roles[f] == SOURCE]
+    table = cells.reindex(columns=held_out).copy()
+    table[f"{MEAN} [95% CI]"] = cells[MEAN] if MEAN in cells else np.nan
+    table["worst held-out fold"] = values.reindex(columns=held_out).apply(
+        lambda row: row.idxmin() if row.notna().all() else np.nan, axis=1) if held_out else np.nan
+    for fold in source:
+        table[f"{fold}: {SOURCE_NOTE}"] = cells[fold]
+    mean = values[MEAN] if MEAN in values else pd.Series(np.nan, index=values.index)
+    order = sorted(table.index, key=lambda m: (-mean[m] if pd.notna(mean[m]) else math.inf, m))
+    return table.loc[order].fillna("—")
+
+
+def paired_tests(results: pd.DataFrame, cells: Mapping[CellKey, Cell], reference: str = "attention",
+                 n_boot: int | None = None, seed: int = stats.SEED) -> pd.DataFrame:
+    """Paired bootstrap tests, each method vs `reference`, per mode and fold and for the held-out mean; Holm over
+    every row. n_boot (default max(2000, 2m / 0.01) for m tests) keeps the smallest attainable Holm p below 0.01."""
+    roles, plan = fold_roles(results), []
+    for mode in sorted(results["mode"].unique()):
+        part = results[results["mode"] == mode]
+        folds = fold_order(part)
+        held_out = [f for f in folds if roles[mode, f] == HELD_OUT]
+        methods = sorted(m for m in part["method"].unique() if m != reference)
+        for fold in folds + [MEAN]:
+            chosen = held_out if fold == MEAN else [fold]
+            if not chosen or any((mode, reference, f) not in cells for f in chosen):
+                continue
+            for method in methods:
+                if all((mode, method, f) in cells for f in chosen):
+                    references = [cells[mode, reference, f] for f in chosen]
+                    others = [cells[mode, method, f] for f in chosen]
+                    if stats.common_replicates(references + others):
+                        plan.append((mode, fold, MEAN_ROLE if fold == MEAN else roles[mode, fold], method,
+                                     references, others))
+    columns = ["mode", "fold", "fold_role", "method", "reference", "diff", "ci_low", "ci_high", "p", "p_holm",
+               "significant", "n_replicates", "n_boot"]
+    if not plan:
+        return pd.DataFrame(columns=columns)
+    draws = n_boot or tests_draws(len(plan))
+    rows = []
+    for mode, fold, role, method, references, others in plan:
+        test = stats.paired_mean_test(references, others, draws, seed)
+        rows.append({"mode": mode, "fold": fold, "fold_role": role, "method": method, "reference": reference,
+                     "diff": test.diff, "ci_low": test.low, "ci_high": test.high, "p": test.p,
+                     "n_replicates": test.n_replicates, "n_boot": draws})
+    frame = pd.DataFrame(rows)
+    frame["p_holm"] = stats.holm(frame["p"].to_numpy())
+    frame["significant"] = frame["p_holm"] < ALPHA
+    return frame[columns]
+
+
+def tests_draws(n_tests: int) -> int:
+    """Bootstrap draws for a family of n tests: at least N_BOOT, and enough that 2n / (draws + 1) <= 0.01."""
+    return max(stats.N_BOOT, int(math.ceil(2 * n_tests / MAX_ATTAINABLE_P)))
+
+
+def _tests_markdown(tests: pd.DataFrame) -> str:
+    """The paired-tests table for report.md (rounded)."""
+    shown = pd.DataFrame({
+        "mode": tests["mode"].str.upper(),
+        "fold": tests["fold"] + np.where(tests["fold_role"] == SOURCE, " (source)", ""),
+        "method": tests["method"], f"diff (method - {tests['reference'].iloc[0]})": tests["diff"].map("{:+.3f}".format),
+        "95% CI": [f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(tests["ci_low"], tests["ci_high"])],
+        "p": tests["p"].map("{:.4f}".format), "p_holm": tests["p_holm"].map("{:.4f}".format),
+        "significant": np.where(tests["significant"], "yes", "no")})
+    return shown.to_markdown(index=False, disable_numparse=True)
 
 
 def region_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean accuracy over seeds per (fold, test region) x (mode, method), from each run's region_accuracy."""
+    """Mean accuracy over replicates per (fold, test region) x (mode, method), from each run's region_accuracy."""
     rows = [{"mode": r.mode, "method": r.method, "fold": r.fold, "region": region, "accuracy": acc}
             for r in results.itertuples() for region, acc in json.loads(r.region_accuracy).items()]
     frame = pd.DataFrame(rows)
-    table = frame.groupby(["fold", "region", "mode", "method"], sort=False)["accuracy"].mean().unstack(["mode", "method"])
+    table = frame.groupby(["fold", "region", "mode", "method"])["accuracy"].mean()
+    table = table.unstack(["mode", "method"])
+    table = table.loc[sorted(table.index, key=lambda key: (_natural_key(key[0]), key[1]))]
     table.index = [f"{fold} / {region}" for fold, region in table.index]
     table.columns = [f"{mode.upper()} {method}" for mode, method in table.columns]
     return table.round(3)
 
 
 def group_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Fairness across demographic groups (mean over folds and seeds)."""
+    """Fairness across demographic groups: mean over held-out folds and replicates (source folds excluded)."""
     if "group_acc_std" not in results:
         return pd.DataFrame()
+    held_out = results[results["fold_role"] == HELD_OUT]
     columns = {"group_acc_std": "group_acc_std", "worst_group_acc": "group_worst_acc",
                "max_group_gap": "group_max_gap", "equalized_odds": "group_equalized_odds"}
-    return results.groupby(["mode", "method"]).agg(
+    return held_out.groupby(["mode", "method"]).agg(
         **{name: (column, "mean") for name, column in columns.items() if column in results}).round(3)
 
 
-def paired_tests(out: Path, results: pd.DataFrame, reference: str = "attention") -> pd.DataFrame:
-    """McNemar tests of `reference` vs each other method on the same test samples (all seeds pooled)."""
-    rows = []
-    for (mode, fold), part in results.groupby(["mode", "fold"]):
-        correct: dict[str, np.ndarray] = {}
-        for method, runs in part.groupby("method"):
-            frames = [pd.read_csv(out / d / "predictions.csv").sort_values("sample_id")
-                      for d in runs.sort_values("seed")["run_dir"]]
-            correct[method] = np.concatenate([(f["label"] == f["pred"]).to_numpy() for f in frames])
-        if reference not in correct:
-            continue
-        for method, hits in correct.items():
-            if method != reference and len(hits) == len(correct[reference]):
-                ref_only, other_only, p = mcnemar(correct[reference], hits)
-                rows.append({"mode": mode, "fold": fold, "vs": method, "reference_only_right": ref_only,
-                             "other_only_right": other_only, "p_value": round(p, 4)})
-    return pd.DataFrame(rows)
+def _replicates_text(cell: Cell) -> str:
+    """'2 detector seeds [0, 1] x 3 fusion seeds [0, 1, 2]', or the fusion seeds of each detector seed."""
+    by_detector: dict[int, list[int]] = {}
+    for detector, seed in sorted(cell.replicates):
+        by_detector.setdefault(detector, []).append(seed)
+    seed_sets = {tuple(s) for s in by_detector.values()}
+    if len(seed_sets) == 1:
+        seeds = list(next(iter(seed_sets)))
+        return (f"{len(by_detector)} detector seed{'s' * (len(by_detector) > 1)} {sorted(by_detector)} x "
+                f"{len(seeds)} fusion seed{'s' * (len(seeds) > 1)} {seeds}")
+    return "; ".join(f"detector seed {d}: fusion seeds {s}" for d, s in by_detector.items())
+
+
+def replicates_section(cells: Mapping[CellKey, Cell]) -> list[str]:
+    """Markdown lines listing the replicates behind each cell (the common layout once, the exceptions by cell)."""
+    texts = {key: _replicates_text(cell) for key, cell in cells.items()}
+    counts = Counter(texts.values())
+    common = max(sorted(counts), key=counts.__getitem__)
+    lines = [f"- Replicates: {counts[common]} of {len(cells)} cells (mode x method x fold) have {common}."]
+    for (mode, method, fold), text in sorted(texts.items()):
+        if text != common:
+            lines.append(f"  - {mode.upper()} {method} on {fold}: {text}.")
+    return lines
+
+
+def method_section(roles: Mapping[tuple[str, str], str], n_boot: int, seed: int, tests: pd.DataFrame) -> list[str]:
+    """Markdown lines of 'How these numbers were made'."""
+    sources = sorted({f"{fold} ({mode.upper()})" for (mode, fold), role in roles.items() if role == SOURCE})
+    test_draws = int(tests["n_boot"].iloc[0]) if not tests.empty else tests_draws(0)
+    return [
+        "- Accuracy of a cell = the plain mean over its replicate runs of each run's test accuracy.",
+        f"- 95% intervals: percentile bootstrap, {n_boot} draws, random seed {seed} (fixed: the report is the same "
+        "every time it is regenerated). Each draw resamples, with replacement, the test subjects (all of a "
+        "subject's samples together; within each fold), the detector-training seeds, and the fusion seeds within "
+        "each drawn detector seed (nested), then averages the drawn replicates' accuracies on the drawn subjects. "
+        "The per-run `acc_ci_low`/`acc_ci_high` in results.csv are subject-only intervals of single runs and are "
+        "not used here.",
+        f"- {MEAN}: the unweighted mean over the held-out folds; subjects are resampled within each fold and the "
+        "drawn replicates are shared by all folds (detector seed d is the same detector in every fold), using the "
+        "replicates present in every fold.",
+        f"- Paired tests: each method vs the reference on the same fold (or the {MEAN}), replicates paired by "
+        "(detector_seed, seed) and limited to those both methods have; every draw applies the same resampled "
+        "subjects and replicates to both methods. diff = method - reference with its 95% percentile interval; "
+        "two-sided p = min(1, 2 min(P(diff* <= 0), P(diff* >= 0))), each share counted as (count + 1) / "
+        f"(draws + 1), so p is never 0. {test_draws} draws (seed {seed}), enough that the smallest attainable Holm "
+        f"p is below {MAX_ATTAINABLE_P}.",
+        f"- Multiple comparisons: Holm's step-down correction over all {len(tests)} rows of the paired-tests table; "
+        f"significant = p_holm < {ALPHA}.",
+        ("- Source fold(s) " + ", ".join(sources) + ": the region the LAM detectors were pre-trained on, "
+         f"{SOURCE_NOTE}; reported in a separate column, excluded from the {MEAN} and from the group table.")
+        if sources else f"- Every fold is held out for the detectors; the {MEAN} covers all folds.",
+    ]
 
 
 def plot_accuracy_bars(summary: pd.DataFrame, path: Path) -> Path:
-    """Per-fold (held-out region) accuracy bars with 95% CIs, one panel per mode."""
+    """Accuracy bars with bootstrap 95% CIs per held-out fold, the held-out mean, then the source fold(s)."""
     modes = sorted(summary["mode"].unique())
     fig, axes = plt.subplots(len(modes), 1, figsize=(12, 3.6 * len(modes)), squeeze=False)
     for ax, mode in zip(axes[:, 0], modes):
         part = summary[summary["mode"] == mode]
-        folds, methods = list(part["fold"].unique()), sorted(part["method"].unique())
+        roles = dict(zip(part["fold"], part["fold_role"]))
+        ordered = sorted(set(part["fold"]) - {MEAN}, key=_natural_key)
+        folds = ([f for f in ordered if roles[f] == HELD_OUT] + [MEAN] * (MEAN in roles)
+                 + [f for f in ordered if roles[f] == SOURCE])
+        labels = [f"{f}\n(source, in-domain)" if roles[f] == SOURCE else f for f in folds]
+        methods = sorted(part["method"].unique())
         width = 0.8 / len(methods)
         for i, method in enumerate(methods):
             rows = part[part["method"] == method].set_index("fold").reindex(folds)
             errors = np.vstack([rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]])
             ax.bar(np.arange(len(folds)) + i * width - 0.4 + width / 2, rows["accuracy"], width, yerr=errors,
                    capsize=2, label=method)
-        ax.set_xticks(np.arange(len(folds)), folds)
+        if MEAN in folds:
+            ax.axvline(folds.index(MEAN) - 0.5, color="grey", lw=0.8, ls=":")
+            ax.axvline(folds.index(MEAN) + 0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(np.arange(len(folds)), labels)
         ax.set_ylim(0, 1)
         ax.set_ylabel("test accuracy")
-        ax.set_title(f"{mode.upper()}: accuracy on the held-out fold (95% subject-bootstrap CI)")
+        ax.set_title(f"{mode.upper()}: accuracy per fold (95% bootstrap CI over subjects, detector and fusion seeds)")
     axes[0, 0].legend(ncol=5, fontsize=7, loc="upper right")
     return _save(fig, path)
 
 
 def plot_cue_weights(results: pd.DataFrame, path: Path, method: str = "attention") -> Path | None:
-    """Heatmap fold (held-out region) x cue of the mean attention weight, one panel per mode."""
+    """Heatmap fold x cue of the mean attention weight over replicates, one panel per mode."""
     part = results[results["method"] == method]
     weight_columns = [c for c in part.columns if c.startswith("weight_") and part[c].notna().any()]
     if part.empty or not weight_columns:
@@ -134,10 +374,12 @@ def plot_cue_weights(results: pd.DataFrame, path: Path, method: str = "attention
     modes = sorted(part["mode"].unique())
     fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.8), squeeze=False)
     for ax, mode in zip(axes[0], modes):
-        matrix = part[part["mode"] == mode].groupby("fold")[weight_columns].mean()
+        runs = part[part["mode"] == mode]
+        matrix = runs.groupby("fold")[weight_columns].mean().reindex(fold_order(runs))
+        roles = dict(zip(runs["fold"], runs["fold_role"]))
         image = ax.imshow(matrix.to_numpy(), cmap="viridis", vmin=0, vmax=max(0.5, float(matrix.to_numpy().max())))
         ax.set_xticks(range(len(weight_columns)), [c.removeprefix("weight_") for c in weight_columns], rotation=45)
-        ax.set_yticks(range(len(matrix)), matrix.index)
+        ax.set_yticks(range(len(matrix)), [f"{f} (source)" if roles[f] == SOURCE else f for f in matrix.index])
         for (i, j), value in np.ndenumerate(matrix.to_numpy()):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.35 else "k", fontsize=8)
         ax.set_title(f"{mode.upper()}: mean cue weight ({method})")
@@ -146,69 +388,91 @@ def plot_cue_weights(results: pd.DataFrame, path: Path, method: str = "attention
 
 
 def plot_confusions(results: pd.DataFrame, path: Path, method: str = "attention") -> Path | None:
-    """Confusion matrices of `method` per mode x fold, summed over seeds, row-normalised."""
+    """Confusion matrices of `method` per mode x fold, summed over replicates, row-normalised."""
     part = results[results["method"] == method]
     if part.empty:
         return None
-    modes, folds = sorted(part["mode"].unique()), list(part["fold"].unique())
+    modes, folds = sorted(part["mode"].unique()), fold_order(part)
     classes = list(json.loads(part["recall"].iloc[0]))
     fig, axes = plt.subplots(len(modes), len(folds), figsize=(3.2 * len(folds), 3.2 * len(modes)), squeeze=False)
     for i, mode in enumerate(modes):
         for j, fold in enumerate(folds):
             runs = part[(part["mode"] == mode) & (part["fold"] == fold)]
-            counts = sum(np.asarray(json.loads(c)) for c in runs["confusion"])
             ax = axes[i, j]
+            if runs.empty:
+                ax.axis("off")
+                continue
+            counts = sum(np.asarray(json.loads(c)) for c in runs["confusion"])
             ax.imshow(counts / np.maximum(counts.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
             ax.set_xticks(range(len(classes)), [c[:3] for c in classes], fontsize=7)
             ax.set_yticks(range(len(classes)), [c[:3] for c in classes], fontsize=7)
-            ax.set_title(f"{mode.upper()} {fold}", fontsize=8)
+            source = " (source)" if (runs["fold_role"] == SOURCE).any() else ""
+            ax.set_title(f"{mode.upper()} {fold}{source}", fontsize=8)
     fig.supxlabel("predicted")
     fig.supylabel("true")
     return _save(fig, path)
 
 
-def write_report(out: str | Path) -> Path:
-    """Generate report.md (+ figures/) from out/results.csv; safe to rerun at any time."""
+def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.SEED) -> Path:
+    """Generate report.md, summary.csv, paired_tests.csv and figures/ from OUT/results.csv and the runs'
+    predictions; safe to rerun at any time, and byte-identical for the same inputs."""
     out = Path(out)
-    results = pd.read_csv(out / "results.csv")
-    results["method"] = _method(results)
+    results = load_results(out)
     reference = reference_method(results)
+    roles = fold_roles(results)
+    cells = load_cells(out, results)
     figures = out / FIGURES
     figures.mkdir(exist_ok=True)
-    summary = summary_table(results)
-    summary.to_csv(out / "summary.csv", index=False)
+    summary = summary_table(results, cells, n_boot, seed)
+    summary.round(4).to_csv(out / "summary.csv", index=False)
+    tests = paired_tests(results, cells, reference, seed=seed)
+    rounded = {c: 4 for c in ("diff", "ci_low", "ci_high", "p", "p_holm")}
+    tests.round(rounded).to_csv(out / "paired_tests.csv", index=False)
     command = (out / "command.txt").read_text().strip() if (out / "command.txt").exists() else "(not recorded)"
+    folds = fold_order(results)
+    detector_seeds = sorted(int(s) for s in results["detector_seed"].unique())
+    seeds = sorted(int(s) for s in results["seed"].unique())
+    sources = sorted({fold for (_, fold), role in roles.items() if role == SOURCE})
     lines = [f"# MCAM suite report: {results['suite'].iloc[0]} ({results['protocol'].iloc[0]})", "",
-             f"{len(results)} runs; seeds {sorted(int(s) for s in results['seed'].unique())}; folds {sorted(results['fold'].unique())}.",
-             "Accuracy cells: mean over seeds [95% CI from a subject-level bootstrap, averaged over seeds].",
+             f"{len(results)} runs; detector seeds {detector_seeds}; fusion seeds {seeds}; folds {folds}.",
+             *([f"Source fold(s) {sources}: the LAM detectors were pre-trained there, so they are in-domain for the "
+                f"detectors; reported apart and not in the {MEAN}."] if sources else []),
+             f"Accuracy cells: mean over replicates [95% bootstrap CI over test subjects, detector seeds and fusion "
+             f"seeds]; the {MEAN} covers held-out folds only. See 'How these numbers were made' below.",
              "Every MCAM (attention) number stands beside its baselines; nothing is tuned per region.", "",
              "Reproduce:", "", "```bash", command, "```", ""]
     for mode in sorted(summary["mode"].unique()):
-        lines += [f"## {mode.upper()}: accuracy per held-out fold", "", accuracy_matrix(summary, mode).to_markdown(), ""]
+        table = accuracy_matrix(summary, mode).to_markdown(disable_numparse=True)
+        lines += [f"## {mode.upper()}: accuracy per held-out fold", "", table, ""]
     bars = plot_accuracy_bars(summary, figures / "accuracy_by_fold.png")
-    lines += [f"![accuracy by fold]({bars.relative_to(out)})", ""]
+    lines += [f"![accuracy by fold]({bars.relative_to(out).as_posix()})", ""]
+    if not tests.empty:
+        significant = int(tests["significant"].sum())
+        lines += [f"## Paired tests: each method vs {reference} (paired bootstrap, Holm-corrected)", "",
+                  f"{significant} of {len(tests)} differences significant at p_holm < {ALPHA}.", "",
+                  _tests_markdown(tests), ""]
     weights = plot_cue_weights(results, figures / "cue_weights.png", reference)
     if weights:
-        lines += [f"## Cue weights ({reference}), held-out fold x cue", "", f"![cue weights]({weights.relative_to(out)})", ""]
+        lines += [f"## Cue weights ({reference}), fold x cue (mean over replicates)", "",
+                  f"![cue weights]({weights.relative_to(out).as_posix()})", ""]
     if "region_accuracy" in results and results.groupby("fold")["region_accuracy"].first().map(
             lambda text: len(json.loads(text)) > 1).any():  # some fold tests several regions
-        lines += ["## Accuracy per test region (mean over seeds)", "", region_table(results).to_markdown(), ""]
+        lines += ["## Accuracy per test region (mean over replicates)", "", region_table(results).to_markdown(), ""]
     groups = group_table(results)
     if not groups.empty:
         lines += ["## Demographic groups (skin-tone group): accuracy spread, worst group, max gap, equalized odds",
-                  "", "equalized odds: the largest one-vs-rest TPR/FPR gap between groups over classes (fairlearn).", "",
-                  groups.to_markdown(), ""]
-    tests = paired_tests(out, results, reference)
-    if not tests.empty:
-        tests.to_csv(out / "paired_tests.csv", index=False)
-        lines += [f"## Paired tests: {reference} vs each method (exact McNemar, seeds pooled)", "",
-                  tests.to_markdown(index=False), ""]
+                  "", "Mean over held-out folds and replicates (source folds excluded). equalized odds: the largest "
+                  "one-vs-rest TPR/FPR gap between groups over classes (fairlearn).", "",
+                  groups.reset_index().to_markdown(index=False), ""]
     confusions = plot_confusions(results, figures / "confusion_attention.png", reference)
     if confusions:
-        lines += [f"## Confusion matrices ({reference})", "", f"![confusions]({confusions.relative_to(out)})", ""]
-    lines += ["Files: `results.csv` (one row per run), `summary.csv`, `paired_tests.csv`, `runs/<run>/` "
-              "(config `run.yaml`, `predictions.csv`, TensorBoard events, checkpoint), `suite.yaml`.",
-              f"TensorBoard: `tensorboard --logdir {out / 'runs'}`", ""]
+        lines += [f"## Confusion matrices ({reference})", "",
+                  f"![confusions]({confusions.relative_to(out).as_posix()})", ""]
+    lines += ["## How these numbers were made", "", *replicates_section(cells),
+              *method_section(roles, n_boot, seed, tests), ""]
+    lines += ["Files: `results.csv` (one row per run), `summary.csv` (every table cell and its interval), "
+              "`paired_tests.csv`, `runs/<run>/` (config `run.yaml`, `predictions.csv`, TensorBoard events, "
+              "checkpoint), `suite.yaml`.", "TensorBoard: `tensorboard --logdir runs`", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report

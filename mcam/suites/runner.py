@@ -1,42 +1,92 @@
-"""The suite driver: data -> LAM detectors -> cues -> folds -> fusion runs (resumable) -> results.csv -> report."""
+"""The suite driver: data -> detectors (per detector seed) -> cues -> folds -> fusion runs -> results.csv -> report.
+
+Every derived artifact (trained detectors, cue tables, fold tables) comes from the content-addressed
+store (`mcam.store`), so suites, profiles and `mcam fit` share them safely. Every fusion run is a
+LightningCLI `fit` run built from the same config groups `mcam fit` uses; its folder holds the
+resolved `config.yaml` that reproduces it. A lock on the output folder keeps a second process out;
+rows land atomically, so a killed suite resumes where it stopped with identical results.
+"""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as _dt
+import fcntl
+import hashlib
 import json
 import logging
 import os
+import shutil
+import socket
+import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+import warnings
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import pandas as pd
-import torch
 import yaml
 from tqdm import tqdm
 
+from mcam.assets import asset_path, resolve_path
 from mcam.cues.extract import build_detectors, extract_cues
-from mcam.cues.pretrain import pretrain_detectors
+from mcam.cues.pretrain import adapt_detectors, stored_detectors
+from mcam.cues.store import CueStore
 from mcam.cues.table import CueTable
+from mcam.io import write_atomic
 from mcam.manifest import Manifest, load_manifest, save_manifest
+from mcam.store import ArtifactStore
 from mcam.suites.metrics import run_metrics
 from mcam.suites.protocols import Fold, make_folds
-from mcam.suites.spec import REPO, RunSpec, SuiteSpec, expand_runs
+from mcam.suites.spec import RunSpec, SpecError, SuiteSpec, expand_runs
 
 log = logging.getLogger(__name__)
 RESULTS = "results.csv"
-# Spec fields that change a run's result: a suite resumes only while these (and the data) are unchanged.
-# Others (seeds, models, cue sets, folds, modes, workers) may grow between invocations.
-RESULT_SETTINGS = ("protocol", "protocol_args", "data", "source_region", "detectors", "pretrain_epochs",
-                   "gam_detectors", "gam_epochs", "max_epochs", "patience", "batch_size", "val_fraction")
+LOCK = ".lock"
+# Spec fields that change a run's result: a suite resumes only while these (and the data and configs) are
+# unchanged. Others (seeds, detector seeds, models, cue sets, folds, modes, workers, store) may grow or move.
+RESULT_SETTINGS = ("protocol", "protocol_args", "data", "source_region", "detectors", "pretrain", "pretrain_epochs",
+                   "gam_detectors", "gam_epochs", "fusion_configs", "fusion_overrides", "max_epochs", "patience",
+                   "batch_size", "val_fraction", "split_seed", "accelerator", "threads")
+RUN_COLUMNS = ["run_id", "suite", "protocol", "fold", "fold_role", "mode", "model", "cue_set", "cues",
+               "detector_seed", "seed"]
+PATH_COLUMNS = ("run_dir",)  # columns that name places, not results
+TIME_COLUMNS = ("seconds",)
 
 
 class SuiteMismatchError(RuntimeError):
     """An output folder whose results were made with other settings or data."""
-RUN_COLUMNS = ["run_id", "suite", "protocol", "fold", "mode", "model", "cue_set", "cues", "seed"]
+
+
+class SuiteLockedError(RuntimeError):
+    """Another process is running a suite into the same output folder."""
+
+
+@contextlib.contextmanager
+def suite_lock(out: Path, command: str) -> Iterator[None]:
+    """Hold `out/.lock` (refusing at once, naming the holder, when another process has it); freed on exit or death."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise SuiteLockedError(f"{out} is in use by {holder}; wait for it to finish or choose another --out") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        started = _dt.datetime.now().isoformat(timespec="seconds")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started} ({command})\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def ensure_data(data: Mapping[str, Any], out: Path, progress: bool = True) -> Manifest:
@@ -50,8 +100,7 @@ def ensure_data(data: Mapping[str, Any], out: Path, progress: bool = True) -> Ma
             raise FileNotFoundError(f"{folder}/manifest.csv not found (prepare the dataset with `mcam prepare`)")
         from mcam.synth.generate import generate
 
-        config = Path(data["synth_config"])
-        generate(folder, config if config.is_absolute() else REPO / config, seed=int(data.get("synth_seed", 0)),
+        generate(folder, resolve_path(str(data["synth_config"])), seed=int(data.get("synth_seed", 0)),
                  progress=progress)
     return load_manifest(folder)
 
@@ -71,7 +120,7 @@ def merge_manifests(folders: list[Path], out: Path) -> Manifest:
 
 
 class ResultsTable:
-    """results.csv: one row per finished run, rewritten atomically after each run so a kill never corrupts it."""
+    """results.csv: one row per finished run (sorted by run_id), replaced atomically after each run."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -84,10 +133,10 @@ class ResultsTable:
 
     def append(self, row: Mapping[str, Any]) -> None:
         table = self.read()
+        if row["run_id"] in set(table["run_id"]):
+            raise RuntimeError(f"{self.path}: run {row['run_id']} is already recorded")
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
-        tmp = self.path.with_suffix(".csv.tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, table.sort_values("run_id", kind="stable").to_csv(index=False))
 
 
 @dataclass(frozen=True)
@@ -95,61 +144,143 @@ class FusionJob:
     """Everything one fusion run needs, picklable so it can run in a worker process."""
 
     run: RunSpec
-    fold: str
-    manifest: Manifest  # the fold's rows, `split` column = train/val/test
-    tables: tuple[tuple[str, Path], ...]  # cue name -> saved CueTable
-    detectors: str  # the detectors.yaml the cues came from
+    fold_role: str
+    fold_dir: Path  # the fold's manifest (store entry): `split` column = train/val/test
+    cue_files: tuple[tuple[str, str], ...]  # cue name -> CueTable .npz in the store
+    keys: tuple[tuple[str, str], ...]  # artifact keys recorded with the run
     out: Path
     spec: SuiteSpec
 
 
+# Library warnings a suite's user can do nothing about (the suite passes LightningCLI its arguments on
+# purpose; Lightning's own deprecation notes; batch indices that MCAM's predictions do not use).
+LIBRARY_NOISE = ("LightningCLI's args parameter is intended", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                 "Couldn't infer the batch indices")
+
+
 def quiet_lightning() -> None:
-    """Keep Lightning's per-run banners (GPU available, tips) out of suite output; warnings still show."""
+    """Keep Lightning's per-run banners (GPU available, tips) and known library noise out of suite output."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for message in LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message=message)
 
 
-@lru_cache(maxsize=2)
-def _load_tables(tables: tuple[tuple[str, Path], ...]) -> dict[str, CueTable]:
-    return {name: CueTable.load(path) for name, path in tables}
+def _nested(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    """{'trainer.max_epochs': 5} -> {'trainer': {'max_epochs': 5}}."""
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = nested
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested
+
+
+def fusion_configs(spec: SuiteSpec, model: str) -> list[Path]:
+    """The LightningCLI config files a suite run starts from: the spec's groups, then the model's."""
+    return [resolve_path(c) for c in spec.fusion_configs] + [asset_path(f"configs/model/{model}.yaml")]
+
+
+def run_arguments(job: FusionJob, run_dir: Path) -> dict[str, Any]:
+    """The run's own settings, applied over its config files (last wins)."""
+    run, spec = job.run, job.spec
+    shorthands = {"trainer.max_epochs": spec.max_epochs, "early_stopping.patience": spec.patience,
+                  "data.batch_size": spec.batch_size}
+    settings = _nested({k: v for k, v in shorthands.items() if v is not None})
+    overrides = _nested(spec.fusion_overrides)
+    cues = list(run.cues) if isinstance(run.cues, tuple) else run.cues
+    # figures per run cost more than the run (the report draws them); per-region/group/cue scalars every 10 epochs
+    model: dict[str, Any] = {"image_every_n_epochs": 0, "details_every_n_epochs": 10}
+    if run.model == "single_cue":
+        model["network"] = {"init_args": {"cue": cues[0]}}
+    own = {
+        "seed_everything": run.seed, "threads": 1,
+        "trainer": {"accelerator": spec.accelerator, "devices": 1, "deterministic": True, "log_every_n_steps": 50,
+                    "enable_progress_bar": False, "enable_model_summary": False,
+                    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": str(run_dir), "name": "", "version": ""}}},
+        "data": {"data_dir": str(job.fold_dir), "split": "manifest", "cue_files": dict(job.cue_files),
+                 "cues": cues, "seed": run.seed},
+        "model": model,
+    }
+    merged = settings
+    for layer in (overrides, own):
+        merged = _merge_dicts(merged, layer)
+    return merged
+
+
+def _merge_dicts(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _merge_dicts(merged[key], value) if isinstance(value, Mapping) and isinstance(
+            merged.get(key), Mapping) else value
+    return merged
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker processes end themselves when the suite process is gone (e.g. killed with -9)."""
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="mcam-parent-watch").start()
 
 
 def execute_job(job: FusionJob) -> dict[str, Any]:
-    """Train and test one fusion model; write its predictions and run.yaml; return its results row."""
-    from mcam.fusion.api import train_fusion
+    """Train and test one fusion model as a LightningCLI fit run; return its results row."""
+    import torch
+
+    from mcam.fusion.cli import run_lightning_cli
+    from mcam.fusion.subsets import parse_cues
 
     torch.set_num_threads(1)
     quiet_lightning()
     started = time.time()
     run, spec = job.run, job.spec
     run_dir = job.out / "runs" / run.run_id.replace(">", "")
+    shutil.rmtree(run_dir, ignore_errors=True)  # what a killed attempt left
+    run_dir.mkdir(parents=True)
+    write_atomic(run_dir / "run_args.yaml", yaml.safe_dump(run_arguments(job, run_dir), sort_keys=False))
+    args = ["fit"]
+    for config in [*fusion_configs(spec, run.model), run_dir / "run_args.yaml"]:
+        args += ["--config", str(config)]
+    run_lightning_cli(args)
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    class_names = [c.removeprefix("prob_") for c in predictions.columns if c.startswith("prob_")]
+    keys = dict(job.keys)
     cues = list(run.cues) if isinstance(run.cues, tuple) else run.cues
-    result = train_fusion(_load_tables(job.tables), job.manifest, model=run.model, cues=cues,
-                          split={"split": "manifest"}, max_epochs=spec.max_epochs, seed=run.seed, log_dir=run_dir,
-                          patience=spec.patience, batch_size=spec.batch_size, log_images=run.model == "attention",
-                          network_args={"cue": run.cues[0]} if run.model == "single_cue" else None)
-    result.predictions.to_csv(run_dir / "predictions.csv", index=False)
-    (run_dir / "run.yaml").write_text(yaml.safe_dump({
-        "run": {**dataclasses.asdict(run), "cues": cues}, "fold": job.fold, "detectors": job.detectors,
-        "suite": spec.to_dict()}, sort_keys=False))
-    return {"run_id": run.run_id, "suite": spec.name, "protocol": spec.protocol, "fold": run.fold, "mode": run.mode,
-            "model": run.model, "cue_set": run.cue_set, "cues": ",".join(result.data.cue_names), "seed": run.seed,
-            **run_metrics(result.predictions, result.data.class_names, seed=run.seed),
+    write_atomic(run_dir / "run.yaml", yaml.safe_dump({
+        "run": {**dataclasses.asdict(run), "cues": cues},
+        "fold_role": job.fold_role, "artifacts": keys,
+        "reproduce": f"mcam fit --config {run_dir / 'config.yaml'}"}, sort_keys=False))
+    return {"run_id": run.run_id, "suite": spec.name, "protocol": spec.protocol, "fold": run.fold,
+            "fold_role": job.fold_role, "mode": run.mode, "model": run.model, "cue_set": run.cue_set,
+            "cues": ",".join(parse_cues(cues, [name for name, _ in job.cue_files])),
+            "detector_seed": run.detector_seed, "seed": run.seed,
+            **run_metrics(predictions, class_names, seed=run.seed), **keys,
             "seconds": round(time.time() - started, 2), "run_dir": str(run_dir.relative_to(job.out))}
 
 
 class JobRunner:
-    """Runs fusion jobs inline (1 worker) or in spawned worker processes; rows land in results.csv as runs finish."""
+    """Runs fusion jobs inline (1 worker) or in spawned worker processes; each row lands in results.csv as soon as
+    its run finishes (also while the main process is busy training detectors)."""
 
     def __init__(self, workers: int, total: int, results: ResultsTable, name: str, progress: bool) -> None:
         self.workers, self.results = workers, results
         self.bar = tqdm(total=total, desc=f"{name} runs", unit="run", disable=not progress)
         self.pool: ProcessPoolExecutor | None = None
         self.pending: list[Future] = []
+        self.lock = threading.Lock()
+        self.errors: list[BaseException] = []
 
     def __enter__(self) -> "JobRunner":
         if self.workers > 1:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                            initializer=_watch_parent, initargs=(os.getpid(),))
         return self
 
     def submit(self, jobs: list[FusionJob]) -> None:
@@ -157,23 +288,30 @@ class JobRunner:
             for job in jobs:
                 self._record(execute_job(job))
             return
-        self.pending += [self.pool.submit(execute_job, job) for job in jobs]
-        self._collect(block=False)
+        for job in jobs:
+            future = self.pool.submit(execute_job, job)
+            future.add_done_callback(self._finished)
+            self.pending.append(future)
 
-    def _collect(self, block: bool) -> None:
-        done = [f for f in self.pending if block or f.done()]
-        for future in (as_completed(done) if block else done):
-            self._record(future.result())
-        self.pending = [f for f in self.pending if f not in done]
+    def _finished(self, future: Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            try:
+                self._record(future.result())
+            except BaseException as error:  # raised again in __exit__: a callback's errors are otherwise only logged
+                self.errors.append(error)
 
     def _record(self, row: dict[str, Any]) -> None:
-        self.results.append(row)
-        self.bar.update()
+        with self.lock:  # rows arrive from the pool's thread and the main thread
+            self.results.append(row)
+            self.bar.update()
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
         try:
             if error is None:
-                self._collect(block=True)
+                wait(self.pending)
+                failed = [f.exception() for f in self.pending if f.exception() is not None] + self.errors
+                if failed:
+                    raise failed[0]
         finally:
             if self.pool is not None:
                 self.pool.shutdown(wait=error is None, cancel_futures=error is not None)
@@ -181,51 +319,71 @@ class JobRunner:
 
 
 class SuiteRunner:
-    """Runs one suite spec into an output folder; every expensive step is cached or skipped when done."""
+    """Runs one suite spec into an output folder; every expensive step is a store entry or skipped when done."""
 
-    def __init__(self, spec: SuiteSpec, out: str | Path, progress: bool = True) -> None:
-        self.spec, self.out, self.progress = spec, Path(out), progress
-        # content-keyed (fingerprints, manifest hashes), so suites can safely share them
-        self.work = Path(spec.workdir) if spec.workdir else self.out
-        self.cache = self.work / "cache"
+    def __init__(self, spec: SuiteSpec, out: str | Path, progress: bool = True, command: str = "") -> None:
+        self.spec, self.out, self.progress, self.command = spec, Path(out), progress, command
+        self.store = ArtifactStore(spec.store)
+        self.cue_root = self.store.root / "cues"
         self.results = ResultsTable(self.out / RESULTS)
 
     def run(self) -> Path:
         """Execute every run not yet in results.csv, then write the report; returns the report path."""
+        with suite_lock(self.out, self.command or f"suite {self.spec.name}"):
+            return self._run()
+
+    def _run(self) -> Path:
         from mcam.suites.report import write_report
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "suite.yaml").write_text(yaml.safe_dump(self.spec.to_dict(), sort_keys=False))
         started = time.time()
         manifest = ensure_data(self.spec.data, self.out, self.progress)
-        self._check_resumable(manifest)
-        lam_spec, reserved = self._lam_detectors(manifest)
-        lam_tables = extract_cues(manifest, build_detectors(lam_spec), self.cache, progress=self.progress)
-        folds = make_folds(self.spec.protocol, manifest.table, reserved, self.spec.val_fraction, seed=0,
-                           args=self.spec.protocol_args, only=self.spec.folds)
-        runs = expand_runs(self.spec, [f.name for f in folds], list(lam_tables))
+        self._check_resumable(manifest)  # before anything in `out` is written: a refused resume changes nothing
+        write_atomic(self.out / "suite.yaml", yaml.safe_dump(self.spec.to_dict(), sort_keys=False))
+        if self.command:
+            write_atomic(self.out / "command.txt", self.command + "\n")
+        reserved = self._reserved(manifest)
+        folds = make_folds(self.spec.protocol, manifest.table, reserved, self.spec.val_fraction,
+                           seed=self.spec.split_seed, args=self.spec.protocol_args, only=self.spec.folds)
+        self._check_folds(manifest, folds)
+        fold_dirs = {fold.name: self._fold_dir(manifest, fold) for fold in folds}
+        cue_names = list(dict.fromkeys(self.spec.detectors))
+        runs = expand_runs(self.spec, [f.name for f in folds], cue_names)
         done = self.results.done()
         todo = [r for r in runs if r.run_id not in done]
         log.info("%d runs, %d already done, %d to go", len(runs), len(runs) - len(todo), len(todo))
-        groups = [(fold, mode, [r for r in todo if r.fold == fold.name and r.mode == mode])
-                  for fold in folds for mode in self.spec.modes]
         with JobRunner(self.spec.workers, len(todo), self.results, self.spec.name, self.progress) as jobs:
-            for fold, mode, mode_runs in groups:  # LAM groups first: their cues are ready
-                if mode_runs and mode == "lam":
-                    jobs.submit(self._jobs(manifest, fold, mode_runs, lam_spec, lam_tables))
-            for fold, mode, mode_runs in groups:  # GAM: fine-tune + extract while workers train LAM fusions
-                if mode_runs and mode != "lam":
-                    if mode != "gam":
-                        raise ValueError(f"unknown mode {mode!r}; expected lam or gam")
-                    jobs.submit(self._jobs(manifest, fold, mode_runs, *self._gam_tables(manifest, fold, lam_spec)))
+            lam: dict[int, tuple[Path, dict[str, CueTable]]] = {}
+            for seed in self.spec.detector_seeds:  # LAM first: its fusions train while GAM fine-tunes
+                seed_runs = [r for r in todo if r.detector_seed == seed]
+                if not seed_runs:
+                    continue
+                lam[seed] = self._lam(manifest, reserved, seed)
+                for fold in folds:
+                    fold_runs = [r for r in seed_runs if r.fold == fold.name and r.mode == "lam"]
+                    if fold_runs:
+                        jobs.submit(self._jobs(manifest, fold, fold_dirs[fold.name], fold_runs, *lam[seed]))
+            for seed in self.spec.detector_seeds:
+                for fold in folds:
+                    fold_runs = [r for r in todo if r.detector_seed == seed and r.fold == fold.name and r.mode == "gam"]
+                    if fold_runs:
+                        gam = self._gam(manifest, fold, lam[seed][0], seed)
+                        jobs.submit(self._jobs(manifest, fold, fold_dirs[fold.name], fold_runs, *gam))
         report = write_report(self.out)
         (self.out / "timing.txt").write_text(f"wall seconds (this invocation): {time.time() - started:.1f}\n")
         return report
 
+    # --- checks -----------------------------------------------------------------
+    def _signature(self, manifest: Manifest) -> dict[str, Any]:
+        spec = self.spec.to_dict()
+        configs = sorted({str(p) for m in [*self.spec.models, "single_cue"] for p in fusion_configs(self.spec, m)
+                          if p.is_file()})
+        return {"manifest": manifest.fingerprint(), **{k: v for k, v in spec.items() if k in RESULT_SETTINGS},
+                "config_files": {Path(c).name if "model" not in c else f"model/{Path(c).name}":
+                                 hashlib.sha256(Path(c).read_bytes()).hexdigest()[:16] for c in configs}}
+
     def _check_resumable(self, manifest: Manifest) -> None:
-        """Refuse to add runs to results made with other settings or data (rows would silently mix)."""
-        signature = {"manifest": manifest.fingerprint(),
-                     **{k: v for k, v in self.spec.to_dict().items() if k in RESULT_SETTINGS}}
+        """Refuse to add runs to results made with other settings, configs or data (rows would silently mix)."""
+        signature = json.loads(json.dumps(self._signature(manifest), sort_keys=True, default=str))
         path = self.out / "signature.json"
         if self.results.path.exists() and path.exists():
             previous = json.loads(path.read_text())
@@ -234,53 +392,91 @@ class SuiteRunner:
                 raise SuiteMismatchError(
                     f"{self.out} holds results made with other {', '.join(changed)}; resuming would mix them. "
                     f"Use another --out, or delete {self.results.path} to start over.")
-        path.write_text(json.dumps(signature, indent=1, sort_keys=True, default=str))
+        if not path.exists() or json.loads(path.read_text()) != signature:
+            write_atomic(path, json.dumps(signature, indent=1, sort_keys=True))
 
-    def _jobs(self, manifest: Manifest, fold: Fold, runs: list[RunSpec], detectors: Path,
-              tables: Mapping[str, CueTable]) -> list[FusionJob]:
-        saved = self._save_tables(manifest, tables)
-        fold_manifest = self._fold_manifest(manifest, fold)
-        return [FusionJob(r, fold.description, fold_manifest, saved, str(detectors), self.out, self.spec) for r in runs]
+    def _check_folds(self, manifest: Manifest, folds: list[Fold]) -> None:
+        table = manifest.table
+        for fold in folds:
+            subjects = table.loc[fold.mask("test"), "subject"].nunique()
+            if subjects < self.spec.min_test_subjects:
+                raise SpecError(f"fold {fold.name!r} tests only {subjects} subjects (min_test_subjects: "
+                                 f"{self.spec.min_test_subjects}); its accuracy would rest on too few people")
 
-    @staticmethod
-    def _fold_manifest(manifest: Manifest, fold: Fold) -> Manifest:
+    # --- artifacts ------------------------------------------------------------------
+    def _reserved(self, manifest: Manifest) -> set[str]:
+        """Subjects that pre-train the LAM detectors (the source region's train/val subjects): never tested."""
+        return set(self._source(manifest).table["subject"]) if self.spec.source_region else set()
+
+    def _source(self, manifest: Manifest) -> Manifest:
+        table = manifest.table
+        if self.spec.source_region not in set(table["region"]):
+            raise SpecError(f"source_region {self.spec.source_region!r} not in the data; regions: {manifest.regions}")
+        split = table["split"] if "split" in table.columns else pd.Series("train", index=table.index)
+        return manifest.subset((table["region"] == self.spec.source_region) & (split != "test"))
+
+    def _lam(self, manifest: Manifest, reserved: set[str], seed: int) -> tuple[Path, dict[str, CueTable]]:
+        """LAM detectors of one detector seed (pre-trained on the source region) and their cues over the manifest."""
+        names = list(dict.fromkeys(self.spec.detectors))
+        if self.spec.source_region is None:
+            spec_path = asset_path("configs/detectors/default.yaml")
+            spec_names = {n: c for n, c in yaml.safe_load(spec_path.read_text())["detectors"].items() if n in names}
+            detectors = build_detectors({n: spec_names.get(n, {}) for n in names})
+            return spec_path, self._extract(manifest, detectors)
+        spec_path = stored_detectors(self.store, self._source(manifest), names, self.spec.pretrain,
+                                     epochs=self.spec.pretrain_epochs, seed=seed, val_fraction=0.2,
+                                     threads=self.spec.threads, purpose="pretrain")
+        return spec_path, self._extract(manifest, build_detectors(spec_path))
+
+    def _gam(self, manifest: Manifest, fold: Fold, lam_spec: Path, seed: int) -> tuple[Path, dict[str, CueTable]]:
+        """GAM: the one adaptation path, on the fold's train rows only, then cues of the adapted detectors."""
+        train = manifest.subset(pd.Series(fold.mask("train"), index=manifest.table.index))
+        spec_path = adapt_detectors(self.store, lam_spec, train, self.spec.fine_tuned, epochs=self.spec.gam_epochs,
+                                    seed=seed, threads=self.spec.threads)
+        return spec_path, self._extract(manifest, build_detectors(spec_path))
+
+    def _extract(self, manifest: Manifest, detectors: Mapping[str, Any]) -> dict[str, CueTable]:
+        return extract_cues(manifest, detectors, self.cue_root, progress=self.progress, threads=self.spec.threads)
+
+    def _fold_dir(self, manifest: Manifest, fold: Fold) -> Path:
+        """The fold's rows with their train/val/test part as a manifest (a store entry keyed by its content)."""
         table = manifest.table.copy()
         table["split"] = fold.parts
-        return Manifest(table[table["split"].notna()].reset_index(drop=True), manifest.root)
+        table = table[table["split"].notna()].reset_index(drop=True)
+        text = table.to_csv(index=False)
+        made_from = {"fold": fold.name, "table": hashlib.sha256(text.encode()).hexdigest()}
+        return self.store.build("folds", made_from, lambda scratch: save_manifest(table, scratch / "manifest.csv"))
 
-    def _lam_detectors(self, manifest: Manifest) -> tuple[Path, set[str]]:
-        """Pre-train the trainable detectors on the source region's train/val subjects; those subjects are reserved."""
-        if self.spec.source_region is None:
-            return REPO / "configs" / "detectors" / "default.yaml", set()
-        table = manifest.table
-        source = (table["region"] == self.spec.source_region) & (table.get("split", "train") != "test")
-        source_manifest = manifest.subset(source)
-        path = pretrain_detectors(source_manifest, self.spec.detectors,
-                                  self.work / "detectors" / f"lam-{self.spec.source_region}",
-                                  region=self.spec.source_region, epochs=self.spec.pretrain_epochs, seed=0)
-        return path, set(source_manifest.table["subject"])
+    def _jobs(self, manifest: Manifest, fold: Fold, fold_dir: Path, runs: list[RunSpec], detectors: Path,
+              tables: Mapping[str, CueTable]) -> list[FusionJob]:
+        files = self._cue_files(manifest, tables)
+        keys = (("detectors_key", _entry_id(detectors)), ("fold_key", f"folds/{fold_dir.name}"),
+                ("cue_keys", ",".join(f"cues/{Path(p).parent.name}/{Path(p).stem}" for _, p in files)))
+        role = self._fold_role(manifest, fold)
+        return [FusionJob(r, role, fold_dir, files, keys, self.out, self.spec) for r in runs]
 
-    def _gam_tables(self, manifest: Manifest, fold: Fold, lam_spec: Path) -> tuple[Path, dict[str, CueTable]]:
-        """GAM: fine-tune the detectors on the fold's training rows, then re-extract (new fingerprints)."""
-        fold_rows = self._fold_manifest(manifest, fold)
-        training = fold_rows.subset(fold_rows.table["split"].isin(["train", "val"]))
-        folder = self.work / "detectors" / f"gam-{self.spec.protocol}-{fold.name.replace('/', '_').replace('>', '')}"
-        path = pretrain_detectors(training, self.spec.detectors, folder, base_spec=lam_spec,
-                                  epochs=self.spec.gam_epochs, seed=0, fine_tune=self.spec.gam_detectors)
-        return path, extract_cues(manifest, build_detectors(path), self.cache, progress=self.progress)
+    def _cue_files(self, manifest: Manifest, tables: Mapping[str, CueTable]) -> tuple[tuple[str, str], ...]:
+        """Where the cue store keeps each table (fusion runs read them from there)."""
+        folder = CueStore(self.cue_root).folder(manifest)
+        files = tuple((name, str(folder / f"{name}-{table.fingerprint}.npz")) for name, table in tables.items())
+        for name, path in files:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"cue table of {name} expected at {path}")
+        return files
 
-    def _save_tables(self, manifest: Manifest, tables: Mapping[str, CueTable]) -> tuple[tuple[str, Path], ...]:
-        """Cue tables as files that worker processes load (one file per data + detector fingerprint, written once)."""
-        saved = []
-        data = manifest.fingerprint()
-        for name, table in tables.items():
-            path = self.out / "tables" / f"{name}-{data}-{table.fingerprint}.npz"
-            if not path.exists():
-                table.save(path)
-            saved.append((name, path))
-        return tuple(saved)
+    def _fold_role(self, manifest: Manifest, fold: Fold) -> str:
+        """'source' when every test row is from the region the LAM detectors were trained on, else 'held_out'."""
+        regions = set(manifest.table.loc[fold.mask("test"), "region"])
+        return "source" if self.spec.source_region and regions == {self.spec.source_region} else "held_out"
 
 
-def run_suite(spec: SuiteSpec, out: str | Path, progress: bool = True) -> Path:
+def _entry_id(spec_path: Path) -> str:
+    """'detectors/<key>' for a store entry's detectors.yaml, else the spec's file name."""
+    folder = spec_path.parent
+    return f"detectors/{folder.name}" if folder.parent.name == "detectors" and (folder / "entry.json").is_file() \
+        else spec_path.name
+
+
+def run_suite(spec: SuiteSpec, out: str | Path, progress: bool = True, command: str = "") -> Path:
     """Run a suite spec into `out`; returns the report path."""
-    return SuiteRunner(spec, out, progress).run()
+    return SuiteRunner(spec, out, progress, command).run()

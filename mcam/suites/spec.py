@@ -1,17 +1,27 @@
-"""Suite specs (YAML) and their expansion into runs: fold x mode x model x cue subset x seed."""
+"""Suite specs (YAML, parsed and type-checked by jsonargparse) and their expansion into runs.
+
+A run is fold x mode x model x cue subset x detector seed x fusion seed. Any field can be
+overridden on the command line (`mcam bench loro --seeds '[0,1]'`); unknown keys and wrong types
+are errors naming the file and the field.
+"""
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Sequence
 
 import yaml
+from jsonargparse import ArgumentParser
 
-REPO = Path(__file__).resolve().parents[2]
-SUITES_DIR = REPO / "benchmarks"
+from mcam.assets import find_suite
+
 PROTOCOLS = ("loro", "cross", "kfold", "mixing", "ablation")
+Protocol = Literal["loro", "cross", "kfold", "mixing", "ablation"]
+
+
+class SpecError(ValueError):
+    """A suite spec that cannot be used: unknown key, wrong type, unknown profile; the message names them."""
 
 
 @dataclass
@@ -19,44 +29,79 @@ class SuiteSpec:
     """Everything a suite needs; every field has a default so a spec lists only what it changes."""
 
     name: str = "loro"
-    protocol: str = "loro"
+    protocol: Protocol = "loro"
     data: dict[str, Any] = field(default_factory=lambda: {
         "dir": "data/synth", "synth_config": "configs/synth/default.yaml", "synth_seed": 1})
     source_region: str | None = "western_posed"  # LAM detectors are pre-trained on its train/val subjects
     detectors: list[str] = field(default_factory=lambda: ["vgg", "au", "micro", "micro_plus", "macro"])
+    # trained from a seeded random init on the source region; the others keep their shipped weights
+    pretrain: list[str] = field(default_factory=lambda: ["vgg", "au", "micro", "micro_plus"])
     pretrain_epochs: int | None = None
-    modes: list[str] = field(default_factory=lambda: ["lam", "gam"])
-    gam_detectors: list[str] | None = None  # which detectors GAM fine-tunes (default: all trainable)
+    detector_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # detector-training replicates
+    modes: list[Literal["lam", "gam"]] = field(default_factory=lambda: ["lam", "gam"])
+    gam_detectors: list[str] | None = None  # which detectors GAM fine-tunes (default: every one in `pretrain`)
     gam_epochs: int = 1
     models: list[str] = field(default_factory=lambda: ["attention", "concat", "static_weights", "late_average"])
     single_cue_models: list[str] = field(default_factory=lambda: ["lam"])  # modes that also get single-cue models
     cue_sets: dict[str, Any] = field(default_factory=lambda: {"A": None})  # name -> cue subset spec (None = all)
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    max_epochs: int = 100
-    patience: int = 10
-    batch_size: int = 256
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # fusion seeds, per detector seed
+    # LightningCLI config groups every fusion run starts from (then configs/model/<model>.yaml), as `mcam fit`
+    fusion_configs: list[str] = field(default_factory=lambda: ["configs/trainer/default.yaml"])
+    fusion_overrides: dict[str, Any] = field(default_factory=dict)  # dotted keys, e.g. {trainer.max_epochs: 40}
+    max_epochs: int | None = None  # shorthands for trainer.max_epochs / early_stopping.patience / data.batch_size
+    patience: int | None = None
+    batch_size: int | None = None
     val_fraction: float = 0.2
+    split_seed: int = 0  # seeds the subject-disjoint train/val/test assignment of the folds
     folds: list[str] | None = None  # restrict to these folds (e.g. held-out regions)
     protocol_args: dict[str, Any] = field(default_factory=dict)
-    workdir: str | None = "outputs/shared"  # cue cache + pre-trained detectors shared by suites (None: inside out)
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # parallel fusion runs (processes)
+    min_test_subjects: int = 10  # a scored fold with fewer test subjects is an error
+    store: str = "outputs/store"  # the content-addressed artifact store (detectors, cues, folds), shareable
+    accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"  # fusion runs' device
+    threads: int = 2  # CPU threads for detector training and extraction (each fusion run uses 1)
+    workers: int = 2  # parallel fusion runs (processes); results do not depend on it
+
+    def __post_init__(self) -> None:
+        for name in ("detector_seeds", "seeds", "modes", "models", "detectors"):
+            if not getattr(self, name):
+                raise SpecError(f"{name}: must not be empty")
+        for name in ("workers", "threads", "min_test_subjects", "gam_epochs"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise SpecError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
+        unknown = sorted(set(self.pretrain) - set(self.detectors))
+        if unknown:
+            raise SpecError(f"pretrain: {unknown} not among detectors {self.detectors}")
+
+    @property
+    def fine_tuned(self) -> list[str]:
+        """The detectors GAM fine-tunes."""
+        return list(self.pretrain if self.gam_detectors is None else self.gam_detectors)
 
     @classmethod
-    def load(cls, path: str | Path, profile: str | None = None) -> "SuiteSpec":
-        """Read a spec YAML; a named profile's overrides are merged on top."""
+    def load(cls, path: str | Path, profile: str | None = None, overrides: Sequence[str] = ()) -> "SuiteSpec":
+        """Read a spec YAML; a named profile's overrides are merged on top, then command-line `overrides`
+        (`--seeds '[0,1]'`, `--data.dir X`)."""
         data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise SpecError(f"{path}: expected a mapping of spec fields")
         profiles = data.pop("profiles", {}) or {}
         if profile:
             if profile not in profiles:
-                raise KeyError(f"{path}: no profile {profile!r}; profiles: {sorted(profiles)}")
+                raise SpecError(f"{path}: no profile {profile!r}; profiles: {sorted(profiles)}")
             data = _merge(data, profiles[profile])
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        spec = cls(**data)
-        if spec.protocol not in PROTOCOLS:
-            raise ValueError(f"{path}: unknown protocol {spec.protocol!r}; known: {PROTOCOLS}")
-        return spec
+        parser = ArgumentParser(exit_on_error=False, prog="mcam bench")
+        parser.add_class_arguments(cls)
+        try:
+            namespace = parser.parse_object(data)
+            if overrides:
+                namespace = parser.parse_args(list(overrides), namespace=namespace)
+            return cls(**namespace.as_dict())
+        except SpecError as err:
+            raise SpecError(f"{path}: {err}") from None
+        except Exception as err:  # jsonargparse's ArgumentError: names the key and the expected type
+            raise SpecError(f"{path}: {' '.join(str(err).split())}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,16 +118,17 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_suite(suite: str, config: str | None = None) -> Path:
-    """The spec file for a suite name (benchmarks/<name>.yaml, experiments/<name>.yaml) or an explicit path."""
+    """The spec file for a suite name (shipped benchmarks/<name>.yaml, experiments/<name>.yaml) or a path."""
     if config:
+        if not Path(config).is_file():
+            raise SpecError(f"suite spec {config} not found")
         return Path(config)
-    for folder in (SUITES_DIR, REPO / "experiments"):
-        candidate = folder / f"{suite}.yaml"
-        if candidate.exists():
-            return candidate
-    if Path(suite).exists():
+    if Path(suite).is_file():
         return Path(suite)
-    raise FileNotFoundError(f"no suite spec for {suite!r} in benchmarks/ or experiments/; pass --config PATH")
+    try:
+        return find_suite(suite)
+    except (KeyError, FileNotFoundError) as err:
+        raise SpecError(str(err.args[0] if err.args else err)) from None
 
 
 @dataclass(frozen=True)
@@ -94,11 +140,12 @@ class RunSpec:
     model: str
     cue_set: str
     cues: tuple[str, ...] | str | None  # names, a subset spec like 'A_{-i+,-u}', or None = all
+    detector_seed: int
     seed: int
 
     @property
     def run_id(self) -> str:
-        return f"{self.fold}/{self.mode}/{self.model}/{self.cue_set}/seed{self.seed}"
+        return f"{self.fold}/{self.mode}/{self.model}/{self.cue_set}/d{self.detector_seed}/seed{self.seed}"
 
 
 def expand_runs(spec: SuiteSpec, folds: list[str], cue_names: list[str]) -> list[RunSpec]:
@@ -107,13 +154,14 @@ def expand_runs(spec: SuiteSpec, folds: list[str], cue_names: list[str]) -> list
     if spec.protocol == "ablation":  # all cues, and each leave-one-cue-out (single cues come from single_cue_models)
         cue_sets = {"A": None, **{f"A-{c}": tuple(o for o in cue_names if o != c) for c in cue_names}}
     runs = []
-    for fold in folds:
-        for mode in spec.modes:
-            combos = [(model, name, tuple(c) if isinstance(c, list) else c) for model in spec.models
-                      for name, c in cue_sets.items()]
-            if mode in spec.single_cue_models:
-                combos += [("single_cue", cue, (cue,)) for cue in cue_names]
-            for model, cue_set, cues in combos:
-                for seed in spec.seeds:
-                    runs.append(RunSpec(fold, mode, model, cue_set, cues, seed))
+    for detector_seed in spec.detector_seeds:
+        for fold in folds:
+            for mode in spec.modes:
+                combos = [(model, name, tuple(c) if isinstance(c, list) else c) for model in spec.models
+                          for name, c in cue_sets.items()]
+                if mode in spec.single_cue_models:
+                    combos += [("single_cue", cue, (cue,)) for cue in cue_names]
+                for model, cue_set, cues in combos:
+                    for seed in spec.seeds:
+                        runs.append(RunSpec(fold, mode, model, cue_set, cues, detector_seed, seed))
     return runs

@@ -14,13 +14,17 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
+from mcam.assets import resolve_path
+from mcam.io import atomic_output, write_atomic
 from mcam.labels import CANONICAL, head_map
 from mcam.manifest import save_manifest
+from mcam.splits import assign_splits
 from mcam.synth.mesh import AU_NAMES, load_mesh_model
 from mcam.synth.regions import Region, Subject
 from mcam.synth.render import FaceRenderer, RenderParams
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synth" / "default.yaml"
+# Relative: the file under the working directory if there is one, else the packaged config (mcam.assets.resolve_path).
+DEFAULT_CONFIG = "configs/synth/default.yaml"
 # Intensity envelopes over the frames of a clip (scaled to the clip length).
 SEQUENCE_ENVELOPE = np.array([0.0, 0.33, 0.67, 1.0, 1.0, 0.67, 0.33, 0.0])  # neutral -> apex -> offset
 MICRO_ENVELOPE = np.array([0.0, 0.0, 0.5, 1.0, 1.0, 0.5, 0.0, 0.0])  # brief onset/offset
@@ -35,19 +39,21 @@ class SynthConfig:
     samples_per_emotion: int
     image_size: int
     clips: dict[str, Any]
-    splits: dict[str, float]
+    splits: dict[str, float]  # {'val': .., 'test': ..}: subject fractions per region (mcam.splits.assign_splits)
     skin_tones: dict[str, list[float]]
 
     @classmethod
     def from_yaml(cls, path: str | Path, subjects_per_region: int | None = None) -> "SynthConfig":
-        path = Path(path)
+        path = resolve_path(path)
         data = yaml.safe_load(path.read_text())
-        regions = [Region.from_yaml(path.parent / r) for r in data["regions"]]
+        regions = [Region.from_yaml(resolve_path(r, base=path.parent, asset_base="configs/synth"))
+                   for r in data["regions"]]
         names = [r.name for r in regions]
         if len(set(names)) != len(names):
             raise ValueError(f"{path}: duplicate region names {names}")
         return cls(regions, int(subjects_per_region or data["subjects_per_region"]), int(data["samples_per_emotion"]),
-                   int(data["image_size"]), dict(data.get("clips", {})), dict(data.get("splits", {})),
+                   int(data["image_size"]), dict(data.get("clips", {})),
+                   {"val": 0.15, "test": 0.15, **dict(data.get("splits") or {})},
                    dict(data["skin_tones"]))
 
 
@@ -123,21 +129,6 @@ def _render_subject(job: tuple[SynthConfig, int, int, int, str]) -> list[dict[st
     return rows
 
 
-def assign_splits(table: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.Series:
-    """Subject-disjoint train/val/test per region: whole subjects are assigned, seeded."""
-    split = pd.Series("train", index=table.index, dtype=object)
-    rng = np.random.default_rng(seed)
-    for _, region_rows in table.groupby("region"):
-        subjects = np.array(sorted(region_rows["subject"].unique()))
-        rng.shuffle(subjects)
-        n_test = max(1, int(round(fractions.get("test", 0.15) * len(subjects))))
-        n_val = max(1, int(round(fractions.get("val", 0.15) * len(subjects))))
-        test, val = set(subjects[:n_test]), set(subjects[n_test:n_test + n_val])
-        split[region_rows.index[region_rows["subject"].isin(test)]] = "test"
-        split[region_rows.index[region_rows["subject"].isin(val)]] = "val"
-    return split
-
-
 def contact_sheet(table: pd.DataFrame, root: Path, path: Path, cell: int = 112) -> Path:
     """PNG grid: one row per region, one column per emotion (first subject's first sample)."""
     regions = sorted(table["region"].unique())
@@ -154,7 +145,9 @@ def contact_sheet(table: pd.DataFrame, root: Path, path: Path, cell: int = 112) 
             image = cv2.imread(str(root / rows["path"].iloc[0]))
             y, x = header_h + i * cell, label_w + j * cell
             sheet[y:y + cell, x:x + cell] = cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(path), sheet)
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), sheet):
+            raise OSError(f"could not write {path}")
     return path
 
 
@@ -183,6 +176,6 @@ def generate(out_dir: str | Path, config_path: str | Path = DEFAULT_CONFIG, seed
     table.insert(table.columns.get_loc("kind") + 1, "split", assign_splits(table, config.splits, seed))
     manifest = save_manifest(table, out / "manifest.csv")
     contact_sheet(table, out, out / "contact_sheet.png")
-    (out / "synth_config.yaml").write_text(yaml.safe_dump(
-        {"config": str(Path(config_path).resolve()), "seed": seed, "subjects_per_region": config.subjects_per_region}))
+    write_atomic(out / "synth_config.yaml", yaml.safe_dump(
+        {"config": str(resolve_path(config_path).resolve()), "seed": seed, "subjects_per_region": config.subjects_per_region}))
     return manifest

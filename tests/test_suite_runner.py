@@ -1,0 +1,170 @@
+"""The suite driver: resumable and worker-count independent, locked output folders, no orphaned workers,
+refused resumes that change nothing, and suite runs that `mcam fit --config` reproduces."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mcam.cli.main import main
+from mcam.cues.table import CueTable
+from mcam.labels import CANONICAL
+from mcam.manifest import Manifest, validate
+from mcam.suites import runner as runner_module
+from mcam.suites.spec import SuiteSpec, expand_runs
+
+
+def _toy_manifest(n_subjects: int = 4) -> pd.DataFrame:
+    rows = [{"sample_id": f"{region}-{s}-{emotion}", "path": "x.png", "label": emotion, "region": region,
+             "dataset": "toy", "subject": f"{region}-s{s}", "group": "g1" if s % 2 else "g2"}
+            for region in ("r1", "r2", "r3") for s in range(n_subjects) for emotion in CANONICAL]
+    return validate(pd.DataFrame(rows))
+
+
+def _toy_tables(table: pd.DataFrame, folder: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    codes = table["label"].map({c: k for k, c in enumerate(CANONICAL)}).to_numpy()
+    files = {}
+    for name, dim in (("au", 6), ("macro", 7)):
+        values = rng.normal(0, 1, (len(table), dim)).astype(np.float32)
+        values[np.arange(len(table)), codes % dim] += 2.0
+        labels = [f"{name}.{c}" for c in CANONICAL][:dim] if name == "macro" else [f"au.f{i}" for i in range(dim)]
+        files[name] = CueTable(name, "fp", table["sample_id"].to_numpy(), labels, values,
+                               np.ones(len(table), bool)).save(folder / f"{name}.npz")
+    return files
+
+
+def _patch(monkeypatch: pytest.MonkeyPatch, table: pd.DataFrame, cues: Path, fail_at: int | None = None) -> None:
+    """Real fusion runs (LightningCLI) on toy cues: data, detectors and extraction stubbed."""
+    monkeypatch.chdir(cues)  # the spec's default store (outputs/store) lands in the test's folder
+    files = _toy_tables(table, cues)
+    tables = {name: CueTable.load(path) for name, path in files.items()}
+    monkeypatch.setattr(runner_module, "ensure_data", lambda data, out, progress: Manifest(table, Path(".")))
+    monkeypatch.setattr(runner_module.SuiteRunner, "_lam", lambda self, m, reserved, seed: (Path("spec.yaml"), tables))
+    monkeypatch.setattr(runner_module.SuiteRunner, "_cue_files",
+                        lambda self, m, t: tuple((n, str(files[n])) for n in t))
+    if fail_at is None:  # worker processes import the real execute_job: nothing to patch
+        return
+    original = runner_module.execute_job
+    calls = {"n": 0}
+
+    def execute(job):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise KeyboardInterrupt("killed midway")
+        return original(job)
+
+    monkeypatch.setattr(runner_module, "execute_job", execute)
+
+
+def _spec(**changes: object) -> SuiteSpec:
+    base = dict(name="toy", source_region=None, modes=["lam"], models=["attention", "concat"], single_cue_models=[],
+                detectors=["au", "macro"], pretrain=[], detector_seeds=[0], seeds=[0, 1], max_epochs=3, patience=2,
+                batch_size=32, folds=["r1", "r2"], workers=1, min_test_subjects=1)
+    return SuiteSpec(**{**base, **changes})
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != runner_module.LOCK}
+
+
+def _comparable(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    return frame.drop(columns=list(runner_module.TIME_COLUMNS)).reset_index(drop=True)
+
+
+def test_killed_suite_resumes_to_the_same_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _toy_manifest()
+    _patch(monkeypatch, table, tmp_path)
+    spec = _spec(workers=2)
+    expected = len(expand_runs(spec, ["r1", "r2"], ["au", "macro"]))
+    runner_module.run_suite(spec, tmp_path / "whole", progress=False)
+    whole = _comparable(tmp_path / "whole" / "results.csv")
+    assert len(whole) == expected and list(whole["run_id"]) == sorted(whole["run_id"])
+
+    one_worker = _spec(workers=1)  # the kill is simulated in-process; also checks 2 workers == 1 worker
+    _patch(monkeypatch, table, tmp_path, fail_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        runner_module.run_suite(one_worker, tmp_path / "resumed", progress=False)
+    assert len(pd.read_csv(tmp_path / "resumed" / "results.csv")) == 3
+    _patch(monkeypatch, table, tmp_path)
+    runner_module.run_suite(one_worker, tmp_path / "resumed", progress=False)
+    pd.testing.assert_frame_equal(whole, _comparable(tmp_path / "resumed" / "results.csv"))
+    for run_dir in pd.read_csv(tmp_path / "whole" / "results.csv")["run_dir"]:
+        assert (tmp_path / "whole" / run_dir / "predictions.csv").read_bytes() == \
+            (tmp_path / "resumed" / run_dir / "predictions.csv").read_bytes()
+    assert (tmp_path / "whole" / "report.md").read_text() == (tmp_path / "resumed" / "report.md").read_text()
+
+    before = _snapshot(tmp_path / "resumed")
+    with pytest.raises(runner_module.SuiteMismatchError, match="max_epochs"):
+        runner_module.run_suite(_spec(max_epochs=4), tmp_path / "resumed", progress=False)
+    assert _snapshot(tmp_path / "resumed") == before  # a refused resume changes nothing on disk
+    runner_module.run_suite(_spec(seeds=[0, 1, 2]), tmp_path / "resumed", progress=False)  # growing is a resume
+    assert len(pd.read_csv(tmp_path / "resumed" / "results.csv")) == expected * 3 // 2
+
+
+def test_second_process_on_the_same_out_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with runner_module.suite_lock(out, "mcam bench loro (the first)"):
+        with pytest.raises(runner_module.SuiteLockedError, match="the first"):
+            runner_module.run_suite(_spec(), out, progress=False)
+        done = subprocess.run([sys.executable, "-m", "mcam.cli.main", "bench", "loro", "--profile", "smoke",
+                               "--out", str(out), "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "in use by pid" in done.stderr and "the first" in done.stderr
+    assert not (out / "results.csv").exists() and not (out / "suite.yaml").exists()
+
+
+def test_killing_the_suite_process_ends_its_workers(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import os, sys, time
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+        from mcam.suites.runner import _watch_parent
+        pool = ProcessPoolExecutor(2, mp_context=get_context("spawn"), initializer=_watch_parent,
+                                   initargs=(os.getpid(),))
+        futures = [pool.submit(time.sleep, 120) for _ in range(2)]
+        time.sleep(3)
+        print(" ".join(str(p) for p in pool._processes), flush=True)
+        time.sleep(120)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in parent.stdout.readline().split()]
+    assert len(workers) == 2
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split()[2] == "Z")  # a zombie has ended
+
+
+def test_fit_config_of_a_suite_run_reproduces_its_predictions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _toy_manifest()
+    _patch(monkeypatch, table, tmp_path)
+    out = tmp_path / "suite"
+    runner_module.run_suite(_spec(seeds=[0], models=["attention"], folds=["r1"]), out, progress=False)
+    run_dir = out / pd.read_csv(out / "results.csv")["run_dir"].iloc[0]
+    assert (run_dir / "config.yaml").exists() and (run_dir / "run.yaml").exists()
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", str(run_dir / "config.yaml"),
+                 "--trainer.logger.init_args.save_dir", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "predictions.csv").read_bytes() == (run_dir / "predictions.csv").read_bytes()
