@@ -110,7 +110,6 @@ def test_installed_cli_lists_the_built_in_detectors(found: dict) -> None:
     assert set(BUILT_INS) <= names
 
 
-@pytest.mark.slow
 def test_installed_bench_smoke_runs_from_an_empty_folder(site: Path, tmp_path: Path) -> None:
     """`mcam bench loro --profile smoke` with nothing but the installed package: specs and configs from package data."""
     out = tmp_path / "smoke"

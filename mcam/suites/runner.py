@@ -155,7 +155,7 @@ class FusionJob:
 # Library warnings a suite's user can do nothing about (the suite passes LightningCLI its arguments on
 # purpose; Lightning's own deprecation notes; batch indices that MCAM's predictions do not use).
 LIBRARY_NOISE = ("LightningCLI's args parameter is intended", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                 "Couldn't infer the batch indices")
+                 "Couldn't infer the batch indices", "The number of training batches .* is smaller than the logging")
 
 
 def quiet_lightning() -> None:
