@@ -4,3 +4,7 @@ import os as _os
 # cuBLAS needs this set before CUDA starts for deterministic matrix products (torch's reproducibility notes);
 # setting it here, on import, is early enough for every entry point.
 _os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+# MKL chooses matrix kernels by memory alignment, so the same product can differ in the last bit with where its
+# operands lie; strict conditional numerical reproducibility makes a member of a fusion stack (mcam.fusion.ensemble)
+# compute exactly what its single run does. MKL reads this on its first call.
+_os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")

@@ -89,7 +89,7 @@ def test_data_module_splits_and_training_statistics() -> None:
     parts = {p: set(frame.loc[frame.part == p, "subject"]) for p in ("train", "val", "test")}
     assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["val"]) and parts["test"]
     assert data.cue_names == ["vgg", "au", "macro"] and data.cue_dims["au"] == 12
-    x, valid = data._part_tensors("train")[:2]
+    x, valid = data.part_tensors("train")[:2]
     au = x[:, 48:60][valid[:, 1]]
     assert torch.allclose(au.mean(0), torch.zeros(12), atol=1e-4)  # standardised on valid training rows
     assert (x[:, 48:60][~valid[:, 1]] == 0).all()

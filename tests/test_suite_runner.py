@@ -92,10 +92,10 @@ def test_killed_suite_resumes_to_the_same_results(tmp_path: Path, monkeypatch: p
     assert len(whole) == expected and list(whole["run_id"]) == sorted(whole["run_id"])
 
     one_worker = _spec(workers=1)  # the kill is simulated in-process; also checks 2 workers == 1 worker
-    _patch(monkeypatch, table, tmp_path, fail_at=4)
+    _patch(monkeypatch, table, tmp_path, fail_at=4)  # the 4th stack
     with pytest.raises(KeyboardInterrupt):
         runner_module.run_suite(one_worker, tmp_path / "resumed", progress=False)
-    assert len(pd.read_csv(tmp_path / "resumed" / "results.csv")) == 3
+    assert len(pd.read_csv(tmp_path / "resumed" / "results.csv")) == 6  # 3 stacks of 2 seeds
     _patch(monkeypatch, table, tmp_path)
     runner_module.run_suite(one_worker, tmp_path / "resumed", progress=False)
     pd.testing.assert_frame_equal(whole, _comparable(tmp_path / "resumed" / "results.csv"))

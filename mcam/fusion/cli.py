@@ -1,17 +1,21 @@
 """`mcam fit|validate|test|predict --config ...`: the LightningCLI of the fusion models."""
 from __future__ import annotations
 
+import copy
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from mcam.fusion.data import CueDataModule
+from mcam.fusion.ensemble import FusionEnsemble, replay_scalars
 from mcam.fusion.module import FusionModule, PredictionCSVWriter
+from mcam.io import write_atomic
 
 TRAINER_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -22,29 +26,31 @@ TRAINER_DEFAULTS = {
 }
 
 
-class FusionCLI(LightningCLI):
-    """LightningCLI with the default callbacks and the data -> network links."""
+class _CLI(LightningCLI):
+    """What both fusion CLIs share: a parser built once per process, data -> network links, threads."""
 
     # Building the parser (every class signature, four subcommands) costs about a second; a suite's worker
     # process runs many fits, so the parser is built once per process and reused (parsing keeps no state
     # between calls; instantiators are re-registered per run, replacing the previous run's).
-    _parsers: dict[tuple[bool, str], tuple[Any, ...]] = {}
+    _parsers: dict[tuple[type, bool, str], tuple[Any, ...]] = {}
 
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
                      subparser_kwargs: dict[str, Any]) -> None:
-        key = (add_subcommands, repr((main_kwargs, subparser_kwargs)))
-        if key not in FusionCLI._parsers:
+        key = (type(self), add_subcommands, repr((main_kwargs, subparser_kwargs)))
+        if key not in _CLI._parsers:
             super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
-            FusionCLI._parsers[key] = (self.parser, getattr(self, "_subcommand_parsers", None),
-                                       getattr(self, "_subcommand_method_arguments", None))
-        self.parser, parsers, arguments = FusionCLI._parsers[key]
+            _CLI._parsers[key] = (self.parser, getattr(self, "_subcommand_parsers", None),
+                                  getattr(self, "_subcommand_method_arguments", None))
+        self.parser, parsers, arguments = _CLI._parsers[key]
         if parsers is not None:
             self._subcommand_parsers, self._subcommand_method_arguments = parsers, arguments
 
+    def add_callback_groups(self, parser: LightningArgumentParser) -> None:
+        """The early_stopping, checkpoint and lr_monitor settings (as Lightning callbacks, or applied by the model)."""
+        raise NotImplementedError
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        self.add_callback_groups(parser)
         parser.add_lightning_class_args(PredictionCSVWriter, "prediction_writer")
         parser.add_argument("--threads", type=int, default=1,
                             help="CPU threads for training, GAM fine-tuning included (explicit: results depend on it)")
@@ -67,9 +73,113 @@ class FusionCLI(LightningCLI):
             raise ValueError(f"threads must be >= 1, got {config.threads}")
         torch.set_num_threads(config.threads)
 
+    def before_fit(self) -> None:
+        if getattr(self.model.network, "needs_raw_cues", False) and self.datamodule.standardize:
+            raise ValueError(f"{type(self.model.network).__name__} reads detector probabilities: "
+                             "set data.standardize: false (configs/model/late_average.yaml does)")
+
+    def _keep_adapted_spec(self, folders: Sequence[Path]) -> None:
+        """GAM: the fine-tuned detectors spec beside each run's config.yaml."""
+        adapted = self.datamodule.adapted_spec
+        for folder in folders if adapted is not None else ():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(adapted, folder / "gam_detectors.yaml")
+
+
+class FusionCLI(_CLI):
+    """`mcam fit`: a FusionEnsemble of the seeds in model.seeds (default: one member, seed_everything).
+
+    Early stopping and checkpoint settings (early_stopping.*, checkpoint.*) are applied per member by the
+    ensemble. A stack of one writes its run into the logger's folder; a larger stack writes one run folder
+    per member (`member_dirs`, default <log_dir>/seed<s>) with config.yaml (that member alone), predictions.csv,
+    checkpoints/best.ckpt and TensorBoard events.
+    """
+
+    def add_callback_groups(self, parser: LightningArgumentParser) -> None:
+        for callback, key in ((EarlyStopping, "early_stopping"), (ModelCheckpoint, "checkpoint"),
+                              (LearningRateMonitor, "lr_monitor")):  # settings kept; the ensemble applies them
+            parser.add_class_arguments(callback, key, instantiate=False)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        for setting in ("patience", "min_delta", "monitor"):
+            parser.link_arguments(f"early_stopping.{setting}", f"model.{setting}")
+        parser.add_argument("--member_dirs", type=Optional[list[str]], default=None,
+                            help="run folder of each member of a stack (default: <log_dir>/seed<seed>)")
+
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        self._default_seeds = config.model.seeds is None
+        if self._default_seeds:  # one member, seeded like the run; config.yaml keeps `seeds: null`
+            config.model.seeds = [int(config.seed_everything or 0)]
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        if self._default_seeds:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            config.model.seeds = None
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        config = self.config[self.subcommand]
+        log_dir = Path(self.trainer.log_dir or ".")
+        seeds = self.model.seeds
+        folders = [Path(d) for d in config.member_dirs] if config.member_dirs else \
+            [log_dir] if len(seeds) == 1 else [log_dir / f"seed{s}" for s in seeds]
+        if len(folders) != len(seeds):
+            raise ValueError(f"{len(folders)} member_dirs for {len(seeds)} seeds")
+        self.model.member_dirs = [str(f) for f in folders]
+        self._keep_adapted_spec(sorted({log_dir, *folders}))
+
     def after_fit(self) -> None:
-        """Score the best checkpoint: test metrics, then the test part's predictions (predictions.csv in the log
-        folder), so `mcam fit --config <run>/config.yaml` reproduces a suite run's predictions."""
+        """Each member at its best epoch: test metrics and the test part's predictions, its checkpoint, and for a
+        member with its own folder its config.yaml and TensorBoard events, so `mcam fit --config <run>/config.yaml`
+        reproduces a suite run's predictions."""
+        if self.trainer.interrupted:
+            return
+        model, config = self.model, self.config[self.subcommand]
+        if len(self.datamodule.metadata().query("part == 'test'")):
+            self.trainer.test(model, datamodule=self.datamodule, verbose=False)
+            self.trainer.predict(model, datamodule=self.datamodule, return_predictions=False)
+        log_dir = Path(self.trainer.log_dir or ".")
+        name = f"{config.checkpoint.filename or 'best'}.ckpt"
+        for i, folder in enumerate(Path(d) for d in model.member_dirs):
+            own = folder != log_dir
+            checkpoints = Path(config.checkpoint.dirpath) if config.checkpoint.dirpath and not own \
+                else folder / "checkpoints"
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            torch.save(model.member_checkpoint(i), checkpoints / name)
+            if own:
+                replay_scalars(model.member_history(i), str(folder))
+                write_atomic(folder / "config.yaml", self._member_config(config, model.seeds[i], folder))
+
+    def _member_config(self, config: Namespace, seed: int, folder: Path) -> str:
+        """The config of one member alone: its seed, its folder; `mcam fit --config` re-runs it."""
+        member = copy.deepcopy(config)
+        member.seed_everything, member.model.seeds, member.member_dirs = seed, None, None
+        member.checkpoint.dirpath, member.prediction_writer.output = None, None
+        logger = member.trainer.logger
+        if isinstance(logger, Namespace) and isinstance(logger.get("init_args"), Namespace):
+            logger.init_args.save_dir, logger.init_args.name, logger.init_args.version = str(folder), "", ""
+        return self._parser(self.subcommand).dump(member, skip_none=False)
+
+
+class SingleRunCLI(_CLI):
+    """The per-run path MCAM had before stacks: one FusionModule per fit, Lightning's EarlyStopping and
+    ModelCheckpoint (kept so benchmarks/fusion_speed.py can compare both on the same rows)."""
+
+    def add_callback_groups(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self._keep_adapted_spec([Path(self.trainer.log_dir or ".")])
+
+    def after_fit(self) -> None:
+        """Score the best checkpoint: test metrics, then the test part's predictions (predictions.csv)."""
         if self.trainer.interrupted or not len(self.datamodule.metadata().query("part == 'test'")):
             return
         checkpoint = self.trainer.checkpoint_callback
@@ -77,24 +187,14 @@ class FusionCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False)
         self.trainer.predict(self.model, datamodule=self.datamodule, ckpt_path=best, return_predictions=False)
 
-    def before_fit(self) -> None:
-        self._check_raw_cues()
-        adapted = self.datamodule.adapted_spec
-        if adapted is not None:  # GAM: keep the fine-tuned detectors spec beside the run's config.yaml
-            log_dir = Path(self.trainer.log_dir or ".")
-            log_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(adapted, log_dir / "gam_detectors.yaml")
 
-    def _check_raw_cues(self) -> None:
-        if getattr(self.model.network, "needs_raw_cues", False) and self.datamodule.standardize:
-            raise ValueError(f"{type(self.model.network).__name__} reads detector probabilities: "
-                             "set data.standardize: false (configs/model/late_average.yaml does)")
-
-
-def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> FusionCLI:
-    """Run (or, with run=False, only build) the fusion LightningCLI on `argv`."""
+def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True, per_run: bool = False) -> _CLI:
+    """Run (or, with run=False, only build) the fusion LightningCLI on `argv`; `per_run` runs the previous
+    one-FusionModule-per-fit path instead of a FusionEnsemble."""
     if argv is not None and list(argv) == sys.argv[1:]:
         argv = None  # the same words as the command line: let LightningCLI read them (no double-args warning)
-    return FusionCLI(FusionModule, CueDataModule, args=None if argv is None else list(argv), run=run,
-                     trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
-                     save_config_kwargs={"overwrite": True})
+    cli, module = (SingleRunCLI, FusionModule) if per_run else (FusionCLI, FusionEnsemble)
+    # the ensemble writes each member's best checkpoint itself: no Lightning checkpoint of the whole stack
+    defaults = TRAINER_DEFAULTS if per_run else {**TRAINER_DEFAULTS, "enable_checkpointing": False}
+    return cli(module, CueDataModule, args=None if argv is None else list(argv), run=run,
+               trainer_defaults=defaults, seed_everything_default=0, save_config_kwargs={"overwrite": True})

@@ -114,6 +114,8 @@ class CueDataModule(pl.LightningDataModule):
         self.batch_size, self.predict_split = batch_size, predict_split
         self.adaptation, self.gam_epochs, self.gam_seed, self.threads = adaptation, gam_epochs, gam_seed, threads
         self.adapted_spec: Path | None = None
+        # Set by models that draw their own minibatches (FusionEnsemble): every loader yields its whole part once.
+        self.whole_parts = False
         self._manifest: Manifest | None = None
         self._tables: dict[str, CueTable] | None = None
         self._data: _Prepared | None = None
@@ -161,7 +163,7 @@ class CueDataModule(pl.LightningDataModule):
         """Inverse class frequency on the training part (None when balance is 'sampler' or 'none')."""
         if self.balance != "weights":
             return None
-        counts = np.bincount(self._part_tensors("train")[2].numpy(), minlength=self.num_classes)
+        counts = np.bincount(self.part_tensors("train")[2].numpy(), minlength=self.num_classes)
         total = counts.sum()
         return [float(total / (self.num_classes * c)) if c else 0.0 for c in counts]
 
@@ -195,19 +197,21 @@ class CueDataModule(pl.LightningDataModule):
         return self._loader(self.predict_split, shuffle=False)
 
     # --- internals -----------------------------------------------------------
-    def _part_tensors(self, part: str) -> tuple[torch.Tensor, ...]:
+    def part_tensors(self, part: str) -> tuple[torch.Tensor, ...]:
+        """(x, valid, y, region, group, row index) of a part ('train', 'val', 'test' or 'all')."""
         data = self._prepared()
         rows = np.arange(len(data.frame)) if part == "all" else np.flatnonzero(data.frame["part"].to_numpy() == part)
         index = torch.as_tensor(rows, dtype=torch.long)
         return data.x[index], data.valid[index], data.y[index], data.region[index], data.group[index], index
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        tensors = self._part_tensors(part)
+        tensors = self.part_tensors(part)
         n = len(tensors[0])
         if n == 0:
             raise ValueError(f"the {part!r} part is empty; check the split spec")
         dataset = TensorDataset(*tensors)
         generator = torch.Generator().manual_seed(self.seed)
+        shuffle = shuffle and not self.whole_parts
         if shuffle and self.balance == "sampler":
             counts = torch.bincount(tensors[2], minlength=self.num_classes).float()
             sampler = WeightedRandomSampler(1.0 / counts[tensors[2]], n, generator=generator)
@@ -215,7 +219,7 @@ class CueDataModule(pl.LightningDataModule):
             sampler = RandomSampler(dataset, generator=generator)
         else:
             sampler = SequentialSampler(dataset)
-        size = n if self.batch_size <= 0 else min(self.batch_size, n)
+        size = n if self.batch_size <= 0 or self.whole_parts else min(self.batch_size, n)
         # batch_size=None + a batch sampler: TensorDataset is indexed with whole index tensors (no per-sample collate)
         return DataLoader(dataset, sampler=_IndexBatches(sampler, size, drop_last=False), batch_size=None)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -110,49 +110,11 @@ class FusionModule(pl.LightningModule):
 
     def _breakdown(self, split: str, pred: Tensor, weights: Tensor, y: Tensor, region: Tensor, group: Tensor,
                    images: bool) -> dict[str, float]:
-        """Cue weights overall/per class/per region, acc and F1 per region and group; optional figures."""
-        k, cues, classes = self.network.num_classes, self.cue_names, self.class_names
-        values = {f"{split}/weight/{cue}": float(weights[:, c].mean()) for c, cue in enumerate(cues)}
-        by_class, class_counts = mean_by(weights, y, k)
-        region_names = self._names(self.region_names, int(region.max()) + 1, "region")
-        by_region, region_counts = mean_by(weights, region, len(region_names))
-        for stem, names, table, counts in (("weight_class", classes, by_class, class_counts),
-                                           ("weight_region", region_names, by_region, region_counts)):
-            for i, name in enumerate(names):
-                if counts[i]:
-                    values.update({f"{split}/{stem}/{name}/{cue}": float(table[i, c]) for c, cue in enumerate(cues)})
-        for kind, keys, names in (("region", region, region_names),
-                                  ("group", group, self._names(self.group_names, int(group.max()) + 1, "group"))):
-            for i, name in enumerate(names):
-                rows = keys == i
-                if rows.any():
-                    values[f"{split}/acc_{kind}/{name}"] = accuracy(y[rows], pred[rows])
-                    values[f"{split}/f1_{kind}/{name}"] = macro_f1(y[rows], pred[rows], k)
+        values, figures = breakdown(split, pred, weights, y, region, group, self.cue_names, self.class_names,
+                                    self.region_names, self.group_names)
         if images:
-            self._log_images(split, by_class[class_counts > 0].numpy(), [c for c, n in zip(classes, class_counts) if n],
-                             by_region[region_counts > 0].numpy(), [r for r, n in zip(region_names, region_counts) if n],
-                             confusion(y, pred, k).numpy())
+            log_figures(self.loggers, figures, self.current_epoch)
         return values
-
-    @staticmethod
-    def _names(names: Sequence[str], n: int, stem: str) -> list[str]:
-        return list(names) if len(names) >= n else [f"{stem}{i}" for i in range(n)]
-
-    def _log_images(self, split: str, by_class: np.ndarray, classes: list[str], by_region: np.ndarray,
-                    regions: list[str], cm: np.ndarray) -> None:
-        writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
-        if not writers:
-            return
-        cues, step = self.cue_names, self.current_epoch
-        figures = {
-            f"{split}/weights_by_class": heatmap(by_class, classes, cues, f"{split}: mean cue weight by class"),
-            f"{split}/weights_by_region": heatmap(by_region, regions, cues, f"{split}: mean cue weight by region"),
-            f"{split}/confusion": heatmap(cm, self.class_names, self.class_names, f"{split}: confusion",
-                                          fmt="{:.0f}", xlabel="predicted", ylabel="true"),
-        }
-        for writer in writers:
-            for tag, fig in figures.items():
-                writer.add_figure(tag, fig, global_step=step, close=False)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -162,6 +124,59 @@ class FusionModule(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=self.hparams.plateau_factor,
                                                                patience=self.hparams.plateau_patience)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor}}
+
+
+def _names(names: Sequence[str], n: int, stem: str) -> list[str]:
+    return list(names) if len(names) >= n else [f"{stem}{i}" for i in range(n)]
+
+
+def breakdown(split: str, pred: Tensor, weights: Tensor, y: Tensor, region: Tensor, group: Tensor,
+              cue_names: Sequence[str], class_names: Sequence[str], region_names: Sequence[str],
+              group_names: Sequence[str]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Scalars of one split's epoch (cue weights overall/per class/per region, acc and F1 per region and group)
+    and the figures' data (class x cue and region x cue weights, confusion matrix) for `log_figures`."""
+    k, cues, classes = len(class_names), list(cue_names), list(class_names)
+    values = {f"{split}/weight/{cue}": float(weights[:, c].mean()) for c, cue in enumerate(cues)}
+    by_class, class_counts = mean_by(weights, y, k)
+    regions = _names(region_names, int(region.max()) + 1, "region")
+    by_region, region_counts = mean_by(weights, region, len(regions))
+    for stem, names, table, counts in (("weight_class", classes, by_class, class_counts),
+                                       ("weight_region", regions, by_region, region_counts)):
+        for i, name in enumerate(names):
+            if counts[i]:
+                values.update({f"{split}/{stem}/{name}/{cue}": float(table[i, c]) for c, cue in enumerate(cues)})
+    for kind, keys, names in (("region", region, regions),
+                              ("group", group, _names(group_names, int(group.max()) + 1, "group"))):
+        for i, name in enumerate(names):
+            rows = keys == i
+            if rows.any():
+                values[f"{split}/acc_{kind}/{name}"] = accuracy(y[rows], pred[rows])
+                values[f"{split}/f1_{kind}/{name}"] = macro_f1(y[rows], pred[rows], k)
+    figures = {"split": split, "cues": cues, "classes": classes, "confusion": confusion(y, pred, k).numpy(),
+               "by_class": by_class[class_counts > 0].numpy(),
+               "class_rows": [c for c, n in zip(classes, class_counts) if n],
+               "by_region": by_region[region_counts > 0].numpy(),
+               "region_rows": [r for r, n in zip(regions, region_counts) if n]}
+    return values, figures
+
+
+def log_figures(loggers: Sequence[Any], figures: Mapping[str, Any], step: int, prefix: str = "") -> None:
+    """Class x cue and region x cue weight heatmaps and the confusion matrix (from `breakdown`) to TensorBoard."""
+    writers = [lg.experiment for lg in loggers if isinstance(lg, TensorBoardLogger)]
+    if not writers:
+        return
+    split, cues, classes = figures["split"], figures["cues"], figures["classes"]
+    drawn = {
+        f"{prefix}{split}/weights_by_class": heatmap(figures["by_class"], figures["class_rows"], cues,
+                                                     f"{split}: mean cue weight by class"),
+        f"{prefix}{split}/weights_by_region": heatmap(figures["by_region"], figures["region_rows"], cues,
+                                                      f"{split}: mean cue weight by region"),
+        f"{prefix}{split}/confusion": heatmap(figures["confusion"], classes, classes, f"{split}: confusion",
+                                              fmt="{:.0f}", xlabel="predicted", ylabel="true"),
+    }
+    for writer in writers:
+        for tag, fig in drawn.items():
+            writer.add_figure(tag, fig, global_step=step, close=False)
 
 
 def predictions_frame(outputs: Sequence[dict[str, Tensor]], metadata: Any, cue_names: Sequence[str],
@@ -193,7 +208,21 @@ class PredictionCSVWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any],
                            batch_indices: Sequence[Any]) -> None:
         outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        log_dir = Path(trainer.log_dir or ".")
+        default = Path(self.output) if self.output else log_dir / "predictions.csv"
+        if outputs and outputs[0]["probs"].dim() == 3:  # a stack: [members, rows, classes], one file per member
+            seeds = list(pl_module.seeds)
+            folders = getattr(pl_module, "member_dirs", None) or \
+                ([None] if len(seeds) == 1 else [str(log_dir / f"seed{s}") for s in seeds])
+            for i, folder in enumerate(folders):
+                member = [{"index": o["index"], "probs": o["probs"][i], "weights": o["weights"][i]} for o in outputs]
+                self._write(trainer, pl_module, member, Path(folder) / "predictions.csv" if folder else default)
+            return
+        self._write(trainer, pl_module, outputs, default)
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Sequence[dict[str, Tensor]],
+               path: Path) -> None:
         frame = predictions_frame(outputs, trainer.datamodule.metadata, pl_module.cue_names, pl_module.class_names)
-        self.path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(self.path, index=False)
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)

@@ -1,9 +1,10 @@
 """The suite driver: data -> detectors (per detector seed) -> cues -> folds -> fusion runs -> results.csv -> report.
 
 Every derived artifact (trained detectors, cue tables, fold tables) comes from the content-addressed
-store (`mcam.store`), so suites, profiles and `mcam fit` share them safely. Every fusion run is a
-LightningCLI `fit` run built from the same config groups `mcam fit` uses; its folder holds the
-resolved `config.yaml` that reproduces it. A lock on the output folder keeps a second process out;
+store (`mcam.store`), so suites, profiles and `mcam fit` share them safely. Runs that differ only by
+fusion seed train together as one stack (a FusionEnsemble in one LightningCLI `fit`, built from the same
+config groups `mcam fit` uses); each run still gets its own folder with the resolved `config.yaml` that
+reproduces it alone. A lock on the output folder keeps a second process out;
 rows land atomically, so a killed suite resumes where it stopped with identical results.
 """
 from __future__ import annotations
@@ -131,19 +132,22 @@ class ResultsTable:
     def done(self) -> set[str]:
         return set(self.read()["run_id"])
 
-    def append(self, row: Mapping[str, Any]) -> None:
+    def append(self, rows: list[Mapping[str, Any]]) -> None:
+        """Add rows in one atomic write (a stack's members land together)."""
         table = self.read()
-        if row["run_id"] in set(table["run_id"]):
-            raise RuntimeError(f"{self.path}: run {row['run_id']} is already recorded")
-        table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
+        again = sorted({r["run_id"] for r in rows} & set(table["run_id"]))
+        if again:
+            raise RuntimeError(f"{self.path}: runs {again} are already recorded")
+        table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if len(table) else pd.DataFrame(rows)
         write_atomic(self.path, table.sort_values("run_id", kind="stable").to_csv(index=False))
 
 
 @dataclass(frozen=True)
 class FusionJob:
-    """Everything one fusion run needs, picklable so it can run in a worker process."""
+    """Everything one stack of fusion runs (the same run but for the fusion seed) needs, picklable so it can run
+    in a worker process."""
 
-    run: RunSpec
+    runs: tuple[RunSpec, ...]
     fold_role: str
     fold_dir: Path  # the fold's manifest (store entry): `split` column = train/val/test
     cue_files: tuple[tuple[str, str], ...]  # cue name -> CueTable .npz in the store
@@ -155,7 +159,8 @@ class FusionJob:
 # Library warnings a suite's user can do nothing about (the suite passes LightningCLI its arguments on
 # purpose; Lightning's own deprecation notes; batch indices that MCAM's predictions do not use).
 LIBRARY_NOISE = ("LightningCLI's args parameter is intended", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                 "Couldn't infer the batch indices", "The number of training batches .* is smaller than the logging")
+                 "Couldn't infer the batch indices", "The number of training batches .* is smaller than the logging",
+                 "You passed in a `val_dataloader` but have no `validation_step`")
 
 
 def quiet_lightning() -> None:
@@ -183,26 +188,37 @@ def fusion_configs(spec: SuiteSpec, model: str) -> list[Path]:
     return [resolve_path(c) for c in spec.fusion_configs] + [asset_path(f"configs/model/{model}.yaml")]
 
 
-def run_arguments(job: FusionJob, run_dir: Path) -> dict[str, Any]:
-    """The run's own settings, applied over its config files (last wins)."""
-    run, spec = job.run, job.spec
+def stack_id(run: RunSpec) -> str:
+    """The run id without its fusion seed: runs that share it train as one stack."""
+    return run.run_id.rsplit("/", 1)[0]
+
+
+def run_dir(out: Path, run: RunSpec) -> Path:
+    return out / "runs" / run.run_id.replace(">", "")
+
+
+def run_arguments(job: FusionJob, stack_dir: Path) -> dict[str, Any]:
+    """The stack's own settings, applied over its config files (last wins)."""
+    run, spec = job.runs[0], job.spec
     shorthands = {"trainer.max_epochs": spec.max_epochs, "early_stopping.patience": spec.patience,
                   "data.batch_size": spec.batch_size}
     settings = _nested({k: v for k, v in shorthands.items() if v is not None})
     overrides = _nested(spec.fusion_overrides)
     cues = list(run.cues) if isinstance(run.cues, tuple) else run.cues
     # figures per run cost more than the run (the report draws them); per-region/group/cue scalars every 10 epochs
-    model: dict[str, Any] = {"image_every_n_epochs": 0, "details_every_n_epochs": 10}
+    model: dict[str, Any] = {"image_every_n_epochs": 0, "details_every_n_epochs": 10,
+                             "seeds": [r.seed for r in job.runs]}
     if run.model == "single_cue":
         model["network"] = {"init_args": {"cue": cues[0]}}
     own = {
         "seed_everything": run.seed, "threads": 1,
+        "member_dirs": [str(run_dir(job.out, r)) for r in job.runs],
         "trainer": {"accelerator": spec.accelerator, "devices": 1, "deterministic": True, "log_every_n_steps": 50,
                     "enable_progress_bar": False, "enable_model_summary": False,
                     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                               "init_args": {"save_dir": str(run_dir), "name": "", "version": ""}}},
+                               "init_args": {"save_dir": str(stack_dir), "name": "", "version": ""}}},
         "data": {"data_dir": str(job.fold_dir), "split": "manifest", "cue_files": dict(job.cue_files),
-                 "cues": cues, "seed": run.seed},
+                 "cues": cues},
         "model": model,
     }
     merged = settings
@@ -230,8 +246,8 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="mcam-parent-watch").start()
 
 
-def execute_job(job: FusionJob) -> dict[str, Any]:
-    """Train and test one fusion model as a LightningCLI fit run; return its results row."""
+def execute_job(job: FusionJob) -> list[dict[str, Any]]:
+    """Train and test one stack of fusion runs as one LightningCLI fit; return one results row per run."""
     import torch
 
     from mcam.fusion.cli import run_lightning_cli
@@ -240,34 +256,40 @@ def execute_job(job: FusionJob) -> dict[str, Any]:
     torch.set_num_threads(1)
     quiet_lightning()
     started = time.time()
-    run, spec = job.run, job.spec
-    run_dir = job.out / "runs" / run.run_id.replace(">", "")
-    shutil.rmtree(run_dir, ignore_errors=True)  # what a killed attempt left
-    run_dir.mkdir(parents=True)
-    write_atomic(run_dir / "run_args.yaml", yaml.safe_dump(run_arguments(job, run_dir), sort_keys=False))
+    spec, first = job.spec, job.runs[0]
+    stack_dir = job.out / "stacks" / stack_id(first).replace(">", "")
+    for folder in [stack_dir, *(run_dir(job.out, r) for r in job.runs)]:
+        shutil.rmtree(folder, ignore_errors=True)  # what a killed attempt left
+    stack_dir.mkdir(parents=True)
+    write_atomic(stack_dir / "run_args.yaml", yaml.safe_dump(run_arguments(job, stack_dir), sort_keys=False))
     args = ["fit"]
-    for config in [*fusion_configs(spec, run.model), run_dir / "run_args.yaml"]:
+    for config in [*fusion_configs(spec, first.model), stack_dir / "run_args.yaml"]:
         args += ["--config", str(config)]
     run_lightning_cli(args)
-    predictions = pd.read_csv(run_dir / "predictions.csv")
-    class_names = [c.removeprefix("prob_") for c in predictions.columns if c.startswith("prob_")]
     keys = dict(job.keys)
-    cues = list(run.cues) if isinstance(run.cues, tuple) else run.cues
-    write_atomic(run_dir / "run.yaml", yaml.safe_dump({
-        "run": {**dataclasses.asdict(run), "cues": cues},
-        "fold_role": job.fold_role, "artifacts": keys,
-        "reproduce": f"mcam fit --config {run_dir / 'config.yaml'}"}, sort_keys=False))
-    return {"run_id": run.run_id, "suite": spec.name, "protocol": spec.protocol, "fold": run.fold,
-            "fold_role": job.fold_role, "mode": run.mode, "model": run.model, "cue_set": run.cue_set,
-            "cues": ",".join(parse_cues(cues, [name for name, _ in job.cue_files])),
-            "detector_seed": run.detector_seed, "seed": run.seed,
-            **run_metrics(predictions, class_names, seed=run.seed), **keys,
-            "seconds": round(time.time() - started, 2), "run_dir": str(run_dir.relative_to(job.out))}
+    seconds = round((time.time() - started) / len(job.runs), 2)
+    rows = []
+    for run in job.runs:
+        folder = run_dir(job.out, run)
+        predictions = pd.read_csv(folder / "predictions.csv")
+        class_names = [c.removeprefix("prob_") for c in predictions.columns if c.startswith("prob_")]
+        cues = list(run.cues) if isinstance(run.cues, tuple) else run.cues
+        write_atomic(folder / "run.yaml", yaml.safe_dump({
+            "run": {**dataclasses.asdict(run), "cues": cues},
+            "fold_role": job.fold_role, "artifacts": keys, "stack": str(stack_dir.relative_to(job.out)),
+            "reproduce": f"mcam fit --config {folder / 'config.yaml'}"}, sort_keys=False))
+        rows.append({"run_id": run.run_id, "suite": spec.name, "protocol": spec.protocol, "fold": run.fold,
+                     "fold_role": job.fold_role, "mode": run.mode, "model": run.model, "cue_set": run.cue_set,
+                     "cues": ",".join(parse_cues(cues, [name for name, _ in job.cue_files])),
+                     "detector_seed": run.detector_seed, "seed": run.seed,
+                     **run_metrics(predictions, class_names, seed=run.seed), **keys,
+                     "seconds": seconds, "run_dir": str(folder.relative_to(job.out))})
+    return rows
 
 
 class JobRunner:
-    """Runs fusion jobs inline (1 worker) or in spawned worker processes; each row lands in results.csv as soon as
-    its run finishes (also while the main process is busy training detectors)."""
+    """Runs fusion stacks inline (1 worker) or in spawned worker processes; a stack's rows land in results.csv as soon
+    as it finishes (also while the main process is busy training detectors)."""
 
     def __init__(self, workers: int, total: int, results: ResultsTable, name: str, progress: bool) -> None:
         self.workers, self.results = workers, results
@@ -300,10 +322,10 @@ class JobRunner:
             except BaseException as error:  # raised again in __exit__: a callback's errors are otherwise only logged
                 self.errors.append(error)
 
-    def _record(self, row: dict[str, Any]) -> None:
+    def _record(self, rows: list[dict[str, Any]]) -> None:
         with self.lock:  # rows arrive from the pool's thread and the main thread
-            self.results.append(row)
-            self.bar.update()
+            self.results.append(rows)
+            self.bar.update(len(rows))
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
         try:
@@ -453,7 +475,11 @@ class SuiteRunner:
         keys = (("detectors_key", _entry_id(detectors)), ("fold_key", f"folds/{fold_dir.name}"),
                 ("cue_keys", ",".join(f"cues/{Path(p).parent.name}/{Path(p).stem}" for _, p in files)))
         role = self._fold_role(manifest, fold)
-        return [FusionJob(r, role, fold_dir, files, keys, self.out, self.spec) for r in runs]
+        stacks: dict[str, list[RunSpec]] = {}
+        for run in runs:  # the runs of a stack id not in results.csv (its rows land together: a killed stack redoes all)
+            stacks.setdefault(stack_id(run), []).append(run)
+        return [FusionJob(tuple(members), role, fold_dir, files, keys, self.out, self.spec)
+                for members in stacks.values()]
 
     def _cue_files(self, manifest: Manifest, tables: Mapping[str, CueTable]) -> tuple[tuple[str, str], ...]:
         """Where the cue store keeps each table (fusion runs read them from there)."""

@@ -1,0 +1,335 @@
+"""FusionEnsemble: a stack of fusion networks of one configuration, differing by seed, trained as one module.
+
+Each member is exactly a single run: its own initial weights (drawn from its seed), its own batch order (a
+generator seeded with its seed), its own Adam and ReduceLROnPlateau, and early stopping on its own validation
+loss with its best-epoch weights kept. The members' forward and backward passes run at once through
+`torch.func.vmap`; a stopped member leaves the computation. `mcam fit` trains a stack of one.
+
+On CPU, MKL picks matrix kernels by memory alignment, so a member at an odd position of the stack would get
+gradients that differ from its single run in the last bit; `mcam/__init__.py` sets MKL_CBWR=AUTO,STRICT,
+which makes them identical (tests/test_fusion_ensemble.py checks it through `mcam fit`).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import lightning
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from mcam.determinism import seeded
+from mcam.fusion.metrics import accuracy, macro_f1
+from mcam.fusion.module import breakdown, log_figures
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]  # x, valid, y, region, group, row index
+
+
+def member_parameters(network: nn.Module, seed: int) -> Tensor:
+    """The network's parameters re-initialised from `seed` (every submodule's `reset_parameters`, the
+    global RNG left as it was), flattened in `named_parameters` order."""
+    with seeded(seed):
+        member = copy.deepcopy(network)
+        for module in member.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    flat = [p.detach().reshape(-1) for p in member.parameters()]
+    return torch.cat(flat) if flat else torch.zeros(0)
+
+
+@dataclass
+class _Member:
+    """One member's training state: optimizer, schedule, batch order and early stopping."""
+
+    seed: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    generator: torch.Generator
+    best: float = math.inf
+    best_epoch: int = -1
+    best_state: Tensor | None = None
+    wait: int = 0
+    stopped_epoch: int | None = None
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+
+class FusionEnsemble(pl.LightningModule):
+    """Trains one fusion network per seed (class-weighted CE, Adam, LR on plateau, early stopping on val/loss).
+
+    The data module gives whole parts as batches; each `training_step` is one epoch of minibatches of
+    the data module's `batch_size` per member. Scalars go to the loggers per member (`seed<s>/val/loss`;
+    without the prefix for a stack of one); `member_state_dict(i)` is a state_dict a `FusionModule` loads.
+    """
+
+    def __init__(self, network: nn.Module, seeds: list[int] | None = None, lr: float = 1e-3,
+                 weight_decay: float = 0.0, class_weights: list[float] | None = None, plateau_factor: float = 0.5,
+                 plateau_patience: int = 5, monitor: str = "val/loss", patience: int = 20, min_delta: float = 0.0,
+                 region_names: list[str] | None = None, group_names: list[str] | None = None,
+                 image_every_n_epochs: int = 10, details_every_n_epochs: int = 1) -> None:
+        super().__init__()
+        if monitor != "val/loss":
+            raise ValueError(f"FusionEnsemble stops and keeps weights on val/loss, not {monitor!r}")
+        self.save_hyperparameters(ignore=["network", "class_weights", "region_names", "group_names"])
+        self.automatic_optimization = False
+        self.seeds = [0] if seeds is None else [int(s) for s in seeds]
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and not empty, got {self.seeds}")
+        self._template = [network]  # a list: not a submodule (its own weights are no member's)
+        # the network's structure without weights (meta device): functional_call runs it on each member's own
+        self._structure = [copy.deepcopy(network).to("meta")]
+        self._shapes = [(name, p.shape, p.numel()) for name, p in network.named_parameters()]
+        self._buffer_names = [name for name, _ in network.named_buffers()]
+        for i, (_, buffer) in enumerate(network.named_buffers()):
+            self.register_buffer(f"constant_{i}", buffer.detach().clone(), persistent=False)
+        self.members = nn.ParameterList(nn.Parameter(member_parameters(network, s)) for s in self.seeds)
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weight", weight, persistent=False)
+        self.region_names = list(region_names or [])
+        self.group_names = list(group_names or [])
+        self.member_dirs: list[str] | None = None  # where each member's run folder goes (set by the CLI)
+        self._state: list[_Member] = []
+        self._active: list[int] = []
+        self._pending_figures: list[dict[str, Any]] = []  # figures of the scores being recorded
+
+    # --- what the network knows ---------------------------------------------------
+    @property
+    def network(self) -> nn.Module:
+        """The configured network (its weights are no member's: see `member_network`)."""
+        return self._template[0]
+
+    @property
+    def cue_names(self) -> list[str]:
+        return list(self.network.cue_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.network.class_names)
+
+    @property
+    def _meta(self) -> nn.Module:
+        return self._structure[0]
+
+    def prefix(self, i: int) -> str:
+        """Scalar tag prefix of member i: '' for a stack of one, else 'seed<s>/'."""
+        return "" if len(self.seeds) == 1 else f"seed{self.seeds[i]}/"
+
+    def member_state_dict(self, i: int) -> dict[str, Tensor]:
+        """Member i's weights as the network's state_dict."""
+        params = torch.split(self.members[i].detach().cpu(), [n for _, _, n in self._shapes])
+        state = {name: p.reshape(shape).clone() for (name, shape, _), p in zip(self._shapes, params)}
+        state.update({name: getattr(self, f"constant_{i}").cpu() for i, name in enumerate(self._buffer_names)})
+        return state
+
+    def member_network(self, i: int) -> nn.Module:
+        """A copy of the network holding member i's weights."""
+        network = copy.deepcopy(self.network)
+        network.load_state_dict(self.member_state_dict(i))
+        return network
+
+    def member_history(self, i: int) -> list[tuple[int, dict[str, float]]]:
+        """(epoch, unprefixed scalars) of member i, every epoch it trained and its test."""
+        return list(self._state[i].history) if self._state else []
+
+    # --- the vectorised forward -------------------------------------------------------
+    def _forward_one(self, flat: Tensor, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        views = torch.split(flat, [n for _, _, n in self._shapes])
+        params = {name: v.view(shape) for (name, shape, _), v in zip(self._shapes, views)}
+        buffers = {name: getattr(self, f"constant_{i}") for i, name in enumerate(self._buffer_names)}
+        return functional_call(self._meta, (params, buffers), (x, valid))
+
+    def _loss_one(self, flat: Tensor, x: Tensor, valid: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logits, weights = self._forward_one(flat, x, valid)
+        return F.cross_entropy(logits, y, weight=self.class_weight), logits, weights
+
+    def _stacked(self, members: Sequence[int], x: Tensor, valid: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-member (loss [A], logits [A, B, K], weights [A, B, n_cues]); x etc. carry a leading member dim."""
+        flat = torch.stack([self.members[i] for i in members])
+        return vmap(self._loss_one, randomness="different")(flat, x, valid, y)
+
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """Every member on the same rows: (logits [M, B, K], cue weights [M, B, n_cues])."""
+        m = len(self.seeds)
+        flat = torch.stack(list(self.members))
+        return vmap(self._forward_one, randomness="different")(flat, x.expand(m, *x.shape),
+                                                               valid.expand(m, *valid.shape))
+
+    # --- training -------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule
+        if data is None or not hasattr(data, "part_tensors"):
+            raise TypeError("FusionEnsemble trains from a CueDataModule (it draws each member's batches itself)")
+        data.whole_parts = True  # one batch per part: the epoch's minibatches are drawn here, per member
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        optimizers = [torch.optim.Adam([p], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+                      for p in self.members]
+        self._state = [
+            _Member(seed, optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=self.hparams.plateau_factor, patience=self.hparams.plateau_patience),
+                torch.Generator().manual_seed(seed))
+            for seed, optimizer in zip(self.seeds, optimizers)]
+        self._active = list(range(len(self.seeds)))
+        return optimizers
+
+    def on_fit_start(self) -> None:
+        data = self.trainer.datamodule
+        self._val = [t.to(self.device) for t in data.part_tensors("val")]
+        self._batch_size, self._balance = int(data.batch_size), data.balance
+
+    def _order(self, i: int, y: Tensor) -> Tensor:
+        """Member i's row order of this epoch (a permutation, or class-balanced draws for balance='sampler')."""
+        n, generator = len(y), self._state[i].generator
+        if self._balance == "sampler":
+            counts = torch.bincount(y.cpu(), minlength=len(self.class_names)).float()
+            return torch.multinomial(1.0 / counts[y.cpu()], n, replacement=True, generator=generator)
+        return torch.randperm(n, generator=generator)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        x, valid, y, region, group, _ = batch
+        active = list(self._active)
+        n = len(y)
+        size = n if self._batch_size <= 0 else min(self._batch_size, n)
+        orders = torch.stack([self._order(i, y) for i in active]).to(x.device)
+        trainable = any(p.numel() for p in self.members)
+        self._meta.train()
+        losses, seen = [], []
+        for start in range(0, n, size):
+            rows = orders[:, start:start + size]
+            with torch.set_grad_enabled(trainable):
+                loss, logits, weights = self._stacked(active, x[rows], valid[rows], y[rows])
+            if trainable:
+                self.manual_backward(loss.sum())
+                for i in active:
+                    self._state[i].optimizer.step()
+                    self._state[i].optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach() * rows.shape[1])
+            seen.append((rows, logits.detach().argmax(-1), weights.detach()))
+        train_loss = torch.stack(losses).sum(0) / n
+        rows = torch.cat([r for r, _, _ in seen], dim=1)
+        pred = torch.cat([p for _, p, _ in seen], dim=1)
+        weights = torch.cat([w for _, _, w in seen], dim=1)
+        val_loss, val_pred, val_weights = self._evaluate(active, self._val)
+        epoch = self.current_epoch
+        for a, i in enumerate(active):
+            scalars = {"train/loss": float(train_loss[a]), "val/loss": float(val_loss[a]),
+                       "lr": self._state[i].optimizer.param_groups[0]["lr"]}
+            scalars.update(self._scores("train", pred[a], weights[a], y[rows[a]], region[rows[a]], group[rows[a]]))
+            scalars.update(self._scores("val", val_pred[a], val_weights[a], *self._val[2:5]))
+            self._record(i, scalars)
+            self._stop_or_go(i, float(val_loss[a]))
+        if not self._active:
+            self.trainer.should_stop = True
+
+    @torch.no_grad()
+    def _evaluate(self, members: Sequence[int], tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        x, valid, y = tensors[:3]
+        a = len(members)
+        self._meta.eval()
+        loss, logits, weights = self._stacked(members, x.expand(a, *x.shape), valid.expand(a, *valid.shape),
+                                              y.expand(a, *y.shape))
+        return loss, logits.argmax(-1), weights
+
+    def _scores(self, split: str, pred: Tensor, weights: Tensor, y: Tensor, region: Tensor,
+                group: Tensor) -> dict[str, float]:
+        """acc, F1 and mean cue weights; every `details_every_n_epochs` (and on images) the full breakdown."""
+        epoch, k = self.current_epoch, len(self.class_names)
+        scores = {f"{split}/acc": accuracy(y, pred), f"{split}/f1": macro_f1(y, pred, k)}
+        every = max(1, self.hparams.details_every_n_epochs)
+        images = split != "train" and self._images_due(split)
+        if split == "test" or epoch % every == 0 or images:
+            values, figures = breakdown(split, pred.cpu(), weights.float().cpu(), y.cpu(), region.cpu(), group.cpu(),
+                                        self.cue_names, self.class_names, self.region_names, self.group_names)
+            scores.update(values)
+            if images:
+                self._pending_figures.append(figures)
+        else:
+            scores.update({f"{split}/weight/{c}": float(weights[:, j].mean()) for j, c in enumerate(self.cue_names)})
+        return scores
+
+    def _images_due(self, split: str) -> bool:
+        every = self.hparams.image_every_n_epochs
+        return every > 0 and (split == "test" or self.current_epoch % every == 0)
+
+    def _record(self, i: int, scalars: dict[str, float]) -> None:
+        """Keep member i's scalars (for its own run folder) and send them, prefixed, to the loggers."""
+        epoch = self.current_epoch
+        self._state[i].history.append((epoch, scalars))
+        prefix = self.prefix(i)
+        for logger in self.loggers:
+            logger.log_metrics({f"{prefix}{k}": v for k, v in scalars.items()}, step=epoch)
+        for figures in self._pending_figures:
+            log_figures(self.loggers, figures, epoch, prefix)
+        self._pending_figures.clear()
+
+    def _stop_or_go(self, i: int, val_loss: float) -> None:
+        """EarlyStopping + ModelCheckpoint(save_top_k=1) + ReduceLROnPlateau of one member, as a single run has."""
+        state = self._state[i]
+        if not math.isfinite(val_loss):
+            state.stopped_epoch = self.current_epoch
+        elif val_loss - self.hparams.min_delta < state.best:
+            state.best, state.best_epoch, state.wait = val_loss, self.current_epoch, 0
+            state.best_state = self.members[i].detach().clone()
+        else:
+            state.wait += 1
+            if state.wait >= self.hparams.patience:
+                state.stopped_epoch = self.current_epoch
+        if state.stopped_epoch is None:
+            state.scheduler.step(val_loss)
+        else:
+            self._active.remove(i)
+
+    def on_train_end(self) -> None:
+        """Every member back at its best epoch's weights."""
+        with torch.no_grad():
+            for i, state in enumerate(self._state):
+                if state.best_state is not None:
+                    self.members[i].copy_(state.best_state)
+
+    # --- test / predict on whole parts --------------------------------------------------
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        x, valid, y, region, group, _ = batch
+        members = list(range(len(self.seeds)))
+        loss, pred, weights = self._evaluate(members, (x, valid, y))
+        for i in members:
+            scores = {"test/loss": float(loss[i]), **self._scores("test", pred[i], weights[i], y, region, group)}
+            self._record(i, scores)
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        x, valid, _, _, _, index = batch
+        self._meta.eval()
+        logits, weights = self(x, valid)
+        return {"index": index, "probs": logits.softmax(-1), "weights": weights}
+
+    # --- checkpoints ------------------------------------------------------------------
+    def member_checkpoint(self, i: int) -> dict[str, Any]:
+        """Member i's best weights as a checkpoint that `FusionModule` (state_dict) and `mcam predict` load."""
+        state = self._state[i] if self._state else None
+        return {"state_dict": {f"network.{k}": v for k, v in self.member_state_dict(i).items()},
+                "seed": self.seeds[i], "epoch": state.best_epoch if state else None,
+                "stopped_epoch": state.stopped_epoch if state else None,
+                "pytorch-lightning_version": lightning.__version__}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A member's checkpoint (network.* keys) loads into a stack of one."""
+        state = checkpoint["state_dict"]
+        if not any(k.startswith("network.") for k in state):
+            return
+        if len(self.seeds) != 1:
+            raise ValueError(f"a single member's checkpoint cannot fill a stack of {len(self.seeds)}")
+        own = {k.removeprefix("network."): v for k, v in state.items()}
+        checkpoint["state_dict"] = {"members.0": torch.cat([own[name].reshape(-1) for name, _, _ in self._shapes])
+                                    if self._shapes else torch.zeros(0)}
+
+
+def replay_scalars(history: Sequence[tuple[int, dict[str, float]]], folder: str) -> None:
+    """Write a member's scalars (from `FusionEnsemble.member_history`) as TensorBoard events in its run folder."""
+    logger = TensorBoardLogger(folder, name="", version="")
+    for epoch, scalars in history:
+        logger.log_metrics(scalars, step=epoch)
+    logger.finalize("success")

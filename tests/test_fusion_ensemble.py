@@ -1,0 +1,97 @@
+"""FusionEnsemble: a member of a stack is the single run `mcam fit` makes with its seed; members stop on their own."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fusion_toy import toy_manifest, toy_tables
+from mcam.cli.main import main
+from mcam.fusion.data import CueDataModule
+from mcam.fusion.ensemble import FusionEnsemble
+from mcam.fusion.module import FusionModule
+from mcam.fusion.networks import AttentionFusion
+from mcam.manifest import save_manifest
+
+torch.set_num_threads(1)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(scope="module")
+def cue_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cues")
+    manifest = toy_manifest()
+    save_manifest(manifest, root / "manifest.csv")
+    for name, table in toy_tables(manifest).items():
+        table.save(root / "cues" / f"{name}.npz")
+    return root
+
+
+def _fit(root: Path, save_dir: Path, *extra: str, config: Path | None = None) -> None:
+    first = ["--config", str(config)] if config else []
+    assert main(["fit", *first, "--config", str(CONFIGS / "model/attention.yaml"), "--config",
+                 str(CONFIGS / "trainer/default.yaml"), "--config", str(CONFIGS / "trainer/cpu_fast.yaml"),
+                 "--data.data_dir", str(root), "--data.cue_dir", str(root / "cues"), "--data.batch_size", "64",
+                 "--trainer.max_epochs", "12", "--model.image_every_n_epochs", "0",
+                 "--trainer.logger.init_args.save_dir", str(save_dir), "--trainer.logger.init_args.name", "",
+                 "--trainer.logger.init_args.version", "", *extra]) == 0
+
+
+def test_a_member_of_a_stack_is_the_single_run_of_its_seed(cue_data: Path, tmp_path: Path) -> None:
+    _fit(cue_data, tmp_path / "stack", "--model.seeds", "[4, 7, 9]")
+    _fit(cue_data, tmp_path / "single", "--seed_everything", "7")
+    member = tmp_path / "stack" / "seed7"
+    assert (member / "predictions.csv").read_bytes() == (tmp_path / "single" / "predictions.csv").read_bytes()
+    others = [pd.read_csv(tmp_path / "stack" / f"seed{s}" / "predictions.csv") for s in (4, 9)]
+    assert not others[0]["prob_happy"].equals(others[1]["prob_happy"])  # members differ by seed
+    # the member's folder is a run of its own: config.yaml re-runs it alone, events, a checkpoint a FusionModule loads
+    config = yaml.safe_load((member / "config.yaml").read_text())
+    assert config["seed_everything"] == 7 and config["model"]["seeds"] is None
+    _fit(cue_data, tmp_path / "again", config=member / "config.yaml")
+    assert (tmp_path / "again" / "predictions.csv").read_bytes() == (member / "predictions.csv").read_bytes()
+    scalars = EventAccumulator(str(member)).Reload().Tags()["scalars"]
+    assert {"val/loss", "val/acc", "train/f1", "test/acc", "val/weight/macro"} <= set(scalars)
+    stack_scalars = EventAccumulator(str(tmp_path / "stack")).Reload().Tags()["scalars"]
+    assert {"seed4/val/loss", "seed7/val/acc", "seed9/val/weight/vgg"} <= set(stack_scalars)
+    state = torch.load(member / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    data = CueDataModule(data_dir=str(cue_data), cue_dir=str(cue_data / "cues"))
+    network = AttentionFusion(data.cue_dims, data.num_classes, class_names=data.class_names)
+    FusionModule(network).load_state_dict(state)
+
+
+def _stack(seeds: list[int], patience: int = 3) -> tuple[FusionEnsemble, CueDataModule]:
+    import lightning.pytorch as pl
+
+    manifest = toy_manifest()
+    data = CueDataModule.from_tables(toy_tables(manifest), manifest, batch_size=64)
+    network = AttentionFusion(data.cue_dims, data.num_classes, class_names=data.class_names)
+    model = FusionEnsemble(network, seeds=seeds, lr=0.01, patience=patience, class_weights=data.class_weights,
+                           image_every_n_epochs=0)
+    trainer = pl.Trainer(max_epochs=40, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, deterministic=True)
+    trainer.fit(model, datamodule=data)
+    return model, data
+
+
+def test_members_stop_on_their_own_and_leave_the_computation(monkeypatch: pytest.MonkeyPatch) -> None:
+    stacked: list[int] = []
+    original = FusionEnsemble._stacked
+
+    def spy(self, members, *tensors):  # noqa: ANN001, ANN202
+        stacked.append(len(members))
+        return original(self, members, *tensors)
+
+    monkeypatch.setattr(FusionEnsemble, "_stacked", spy)
+    model, _ = _stack([0, 1, 2], patience=3)
+    stops = [state.stopped_epoch for state in model._state]
+    assert all(s is not None for s in stops) and len(set(stops)) > 1, stops  # each on its own val loss
+    assert stacked[0] == 3 and stacked[-1] == 1 and sorted(stacked, reverse=True) == stacked
+    for state in model._state:  # best-epoch weights kept: the stop came `patience` epochs after the best
+        assert state.stopped_epoch - state.best_epoch == 3
+        assert min(v["val/loss"] for _, v in state.history) == state.best
+    epochs = [len(model.member_history(i)) for i in range(3)]
+    assert epochs == [s + 1 for s in stops]
