@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from mcam.detector import DetectorUnavailableError
+from mcam.errors import InputError
 from mcam.io import atomic_output
 
 FORMAT = "mcam-detector-checkpoint/1"
@@ -23,15 +24,27 @@ def save_checkpoint(path: str | Path, *, detector: str, arch: dict[str, Any], pr
     return path
 
 
-def load_checkpoint(path: str | Path, accepted: tuple[str, ...]) -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint` for one of the `accepted` detector names."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The payload of an MCAM detector checkpoint file; InputError naming the file when it is none (corrupt,
+    truncated, another program's .pt)."""
     path = Path(path)
     if not path.is_file():
         raise DetectorUnavailableError(f"checkpoint {path} not found; train one with `mcam pretrain` "
                                        f"(or a detector's fit() + save(path))")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an MCAM detector checkpoint (expected format {FORMAT!r})")
-    if payload["detector"] not in accepted:
-        raise ValueError(f"{path}: checkpoint of detector {payload['detector']!r}, expected one of {accepted}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - zip/pickle/EOF errors of a damaged or foreign file all mean the same
+        raise InputError(f"{path}: not a readable MCAM detector checkpoint ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:200]})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(payload.get("state_dict"), dict):
+        raise InputError(f"{path}: not an MCAM detector checkpoint (expected format {FORMAT!r}; "
+                         f"write one with `mcam pretrain` or a detector's save(path))")
+    return payload
+
+
+def load_checkpoint(path: str | Path, accepted: tuple[str, ...]) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint` for one of the `accepted` detector names."""
+    payload = read_checkpoint(path)
+    if payload.get("detector") not in accepted:
+        raise InputError(f"{path}: checkpoint of detector {payload.get('detector')!r}, expected one of {accepted}")
     return payload

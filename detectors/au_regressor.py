@@ -26,6 +26,7 @@ from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKi
 from mcam.determinism import seeded
 from mcam.labels import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
 from mcam.labels import head_map
+from mcam.splits import require_classes
 from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
 from mcam_detectors.au_svm import AUEmotionSVM
 
@@ -205,6 +206,7 @@ class AURegressor(Detector):
                 if _usable(face) and head.target(label) is not None]
         faces = [train.faces[i] for i in keep]
         labels = [head.target(train.labels[i]) for i in keep]
+        require_classes(labels, f"au.fit: {len(keep)} usable training faces")  # before training the regressor
         targets = au_targets(train)
         metrics: dict[str, float] = {"n_train": float(len(keep)), "n_skipped": float(len(train.faces) - len(keep))}
         if self.config["weights"] is not None or self._loaded:

@@ -1,17 +1,24 @@
 """`mcam fit|validate|test|predict --config ...`: the LightningCLI of the fusion models."""
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from mcam.errors import InputError
 from mcam.fusion.data import CueDataModule
 from mcam.fusion.module import FusionModule, PredictionCSVWriter
+
+# "Seed set to N" on stderr before every run (and before a one-line error): the seed is in the run's config.yaml.
+logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
 
 TRAINER_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -41,6 +48,13 @@ class FusionCLI(LightningCLI):
         if parsers is not None:
             self._subcommand_parsers, self._subcommand_method_arguments = parsers, arguments
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse; a refused option or config value is an InputError (one line from `mcam`), not usage + exit."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise InputError(" ".join(str(err).split())) from err
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -64,7 +78,7 @@ class FusionCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {config.threads}")
+            raise InputError(f"threads must be >= 1, got {config.threads}")
         torch.set_num_threads(config.threads)
 
     def after_fit(self) -> None:
@@ -87,14 +101,37 @@ class FusionCLI(LightningCLI):
 
     def _check_raw_cues(self) -> None:
         if getattr(self.model.network, "needs_raw_cues", False) and self.datamodule.standardize:
-            raise ValueError(f"{type(self.model.network).__name__} reads detector probabilities: "
+            raise InputError(f"{type(self.model.network).__name__} reads detector probabilities: "
                              "set data.standardize: false (configs/model/late_average.yaml does)")
 
 
-def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True) -> FusionCLI:
+class _Parsed(Exception):
+    """Raised by _ParseOnlyCLI once the arguments are parsed: nothing gets instantiated."""
+
+
+class _ParseOnlyCLI(FusionCLI):
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        raise _Parsed
+
+
+def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True,
+                      cli_class: type[FusionCLI] = FusionCLI) -> FusionCLI:
     """Run (or, with run=False, only build) the fusion LightningCLI on `argv`."""
     if argv is not None and list(argv) == sys.argv[1:]:
         argv = None  # the same words as the command line: let LightningCLI read them (no double-args warning)
-    return FusionCLI(FusionModule, CueDataModule, args=None if argv is None else list(argv), run=run,
-                     trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
-                     save_config_kwargs={"overwrite": True})
+    try:
+        return cli_class(FusionModule, CueDataModule, args=None if argv is None else list(argv), run=run,
+                         trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
+                         save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False})
+    except MisconfigurationException as err:  # Lightning's word for a user setting it cannot honour (e.g. no GPU)
+        raise InputError(" ".join(str(err).split())) from err
+
+
+def check_arguments(argv: Sequence[str]) -> None:
+    """Parse `argv` (e.g. `fit --config ...`) as `run_lightning_cli` would, instantiating nothing: an InputError
+    naming the refused key, before any long work that would end in this run."""
+    try:
+        run_lightning_cli(list(argv), cli_class=_ParseOnlyCLI)
+    except _Parsed:
+        return
