@@ -896,3 +896,22 @@ def test_mcam_predict_with_other_detector_weights_exits_2(trained, tmp_path: Pat
           "gives ['au', 'macro', 'micro_plus', 'vgg']: pass data.cues vgg,au,micro_plus,macro")
     fails(capsys, [*args, "--data.cues", "vgg,au,micro_plus,macro"], "other detector weights",
           f"cue_dir {root / 'cues'}", "checkpoint fp-au, data other-au")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", "tensor"])
+def test_mcam_predict_with_a_corrupt_or_foreign_checkpoint_names_the_file(
+        trained, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: object) -> None:
+    manifest, _ = trained
+    root = tmp_path / "data"
+    save_manifest(manifest, root / "manifest.csv")
+    for name, table in toy_tables(manifest).items():
+        table.save(root / "cues" / f"{name}.npz")
+    bad = tmp_path / "bad.ckpt"
+    if content == "tensor":
+        torch.save(torch.zeros(3), bad)
+    else:
+        bad.write_bytes(content)
+    fails(capsys, ["predict", "--config", str(CONFIGS / "model/attention.yaml"), "--config",
+                   str(CONFIGS / "trainer/cpu_fast.yaml"), "--data.data_dir", str(root), "--data.cue_dir",
+                   str(root / "cues"), "--trainer.logger", "false", "--ckpt_path", str(bad)],
+          f"ckpt_path {bad}", "no state_dict" if content == "tensor" else "not a readable checkpoint")

@@ -54,6 +54,10 @@ class FusionCLI(LightningCLI):
             super().parse_arguments(parser, args)
         except ArgumentError as err:
             raise InputError(" ".join(str(err).split())) from err
+        command = self.config.get("subcommand")
+        ckpt_path = self.config[command].get("ckpt_path") if command else None
+        if ckpt_path not in (None, "best", "last", "hpc", "registry"):  # Lightning loads it next, with a traceback
+            check_checkpoint_file(ckpt_path)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
@@ -103,6 +107,18 @@ class FusionCLI(LightningCLI):
         if getattr(self.model.network, "needs_raw_cues", False) and self.datamodule.standardize:
             raise InputError(f"{type(self.model.network).__name__} reads detector probabilities: "
                              "set data.standardize: false (configs/model/late_average.yaml does)")
+
+
+def check_checkpoint_file(path: str | Path) -> None:
+    """InputError naming the file unless it is a readable Lightning checkpoint (Lightning would raise a traceback)."""
+    if not Path(path).is_file():
+        raise InputError(f"ckpt_path {path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # as Lightning loads it
+    except Exception as err:  # corrupt, truncated or not a torch file at all: torch raises many kinds
+        raise InputError(f"ckpt_path {path}: not a readable checkpoint ({' '.join(str(err).split())[:200]})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise InputError(f"ckpt_path {path}: not a Lightning checkpoint of a fusion model (no state_dict in it)")
 
 
 class _Parsed(Exception):
