@@ -20,7 +20,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from mcam.errors import InputError, UserError
+from mcam.errors import InputError, UnknownNameError
 
 __all__ = ["UnknownSuiteError", "asset_path", "find_suite", "list_suites", "load_yaml", "parse_config",
            "resolve_path", "ASSET_FOLDERS"]
@@ -33,11 +33,8 @@ SUITE_FOLDERS: tuple[str, ...] = ("benchmarks", "experiments")  # searched in th
 _CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-class UnknownSuiteError(UserError, KeyError):
+class UnknownSuiteError(UnknownNameError):
     """No suite spec of that name; the message lists the known ones."""
-
-    def __str__(self) -> str:  # KeyError would print the message in quotes
-        return str(self.args[0]) if self.args else ""
 
 
 def _folder(top: str) -> Path:

@@ -10,5 +10,12 @@ class UserError(Exception):
     """A mistake the user can fix (bad input file, config key, option value); never a bug in MCAM."""
 
 
+class UnknownNameError(UserError, KeyError):
+    """A name (suite, detector, ...) nothing is registered under; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
 class InputError(UserError, ValueError):
     """Bad input data or configuration; a ValueError too, so older `except ValueError` callers still catch it."""

@@ -6,16 +6,13 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from mcam.detector import Detector
-from mcam.errors import InputError, UserError
+from mcam.errors import InputError, UnknownNameError, UserError
 
 GROUP = "mcam.detectors"
 
 
-class UnknownDetectorError(UserError, KeyError):
+class UnknownDetectorError(UnknownNameError):
     """No detector registered under that name; the message lists the registered ones."""
-
-    def __str__(self) -> str:  # KeyError would print the message in quotes
-        return str(self.args[0]) if self.args else ""
 
 
 def available() -> dict[str, str]:

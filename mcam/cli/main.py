@@ -66,9 +66,8 @@ def is_user_error(error: BaseException) -> bool:
 
 
 def error_line(command: str, error: BaseException) -> str:
-    """`mcam <command>: error: <message>` on one line (a KeyError's message without its quotes)."""
-    message = str(error.args[0]) if isinstance(error, KeyError) and len(error.args) == 1 else str(error)
-    message = " ".join(message.split()) or type(error).__name__
+    """`mcam <command>: error: <message>` on one line."""
+    message = " ".join(str(error).split()) or type(error).__name__
     return f"mcam {command}: error: {message}" if command else f"mcam: error: {message}"
 
 
