@@ -1,6 +1,7 @@
 """Checkpoint files of trainable detectors: state_dict + architecture + provenance, written atomically."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -8,20 +9,24 @@ import torch
 
 from mcam.detector import DetectorUnavailableError
 from mcam.errors import InputError
-from mcam.io import atomic_output
+from mcam.io import write_atomic
 
 FORMAT = "mcam-detector-checkpoint/1"
 
 
 def save_checkpoint(path: str | Path, *, detector: str, arch: dict[str, Any], provenance: str,
                     state_dict: dict[str, torch.Tensor]) -> Path:
-    """Write a checkpoint that `weights=PATH` (or `init_from=PATH`) loads; atomic (temp file + rename)."""
+    """Write a checkpoint that `weights=PATH` (or `init_from=PATH`) loads; atomic (temp file + rename).
+
+    Serialised in memory first: torch.save names its zip records after the file it writes, so saving straight to
+    a randomly named temp file gave the same weights other bytes, and detector fingerprints (which hash the
+    bytes) that differed between two identical runs."""
     path = Path(path)
     payload = {"format": FORMAT, "detector": detector, "arch": arch, "provenance": provenance,
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_atomic(path, buffer.getvalue())
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
