@@ -29,6 +29,16 @@ def save_checkpoint(path: str | Path, *, detector: str, arch: dict[str, Any], pr
     return write_atomic(path, buffer.getvalue())
 
 
+def source_of(path: str | Path | None) -> str:
+    """A checkpoint file as provenance records it: its name and content digest, never its folder (a saved
+    provenance with an absolute path made equal weights into other bytes, and so other detector keys)."""
+    from mcam.store import file_digest
+
+    if path is None or not Path(path).is_file():  # None or a name such as 'random', not a file
+        return str(path)
+    return f"{Path(path).name} (sha256 {file_digest(path)})"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The payload of an MCAM detector checkpoint file; InputError naming the file when it is none (corrupt,
     truncated, another program's .pt)."""

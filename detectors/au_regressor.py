@@ -27,7 +27,7 @@ from mcam.determinism import seeded
 from mcam.labels import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
 from mcam.labels import head_map
 from mcam.splits import require_classes
-from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
+from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint, source_of
 from mcam_detectors.au_svm import AUEmotionSVM
 
 SVM_KEY = "svm.joblib"  # state_dict entry holding the AU -> emotion SVM
@@ -102,7 +102,7 @@ class AURegressor(Detector):
                          include_intensities=include_intensities, batch_size=batch_size, **kw)
         self.model: AUNet | None = None
         self.svm = AUEmotionSVM(head_map(HEAD).classes)
-        self._provenance = f"loaded from {weights}"
+        self._provenance = f"loaded from {source_of(weights)}"
 
     # --- description -------------------------------------------------
     def output_names(self) -> list[str]:
