@@ -227,7 +227,8 @@ class AURegressor(Detector):
         self.svm = AUEmotionSVM(head.classes, seed=seed).fit(predicted, labels)
         metrics["train_acc"] = self.svm.score(predicted, labels)
         self._provenance = (f"au.fit on {len(keep)} faces ({'regressor + SVM' if targets is not None else 'SVM only'}), "
-                            f"starting from {self.config['weights'] or 'a fresh model'}, {epochs} epochs, seed {seed}")
+                            f"starting from {source_of(self.config['weights']) if self.config['weights'] else 'a fresh model'}, "
+                            f"{epochs} epochs, seed {seed}")
         if val is not None:
             metrics.update(self._evaluate(val, prefix="val_"))
         return metrics

@@ -93,7 +93,7 @@ class _MicroBase(Detector):
             payload = self._checkpoint(init_from)
             body = {k: v for k, v in payload["state_dict"].items() if not k.startswith("head.")}
             model.load_state_dict(body, strict=False)
-            provenance = f"all but the last layer from checkpoint {init_from} ({payload['provenance']})"
+            provenance = f"all but the last layer from checkpoint {source_of(init_from)} ({payload['provenance']})"
         elif weights == "random":
             provenance = f"random init (explicit, seed {self.config['seed']})"
         else:
