@@ -11,6 +11,7 @@ from torch import nn
 
 from mcam.determinism import seeded
 from mcam.labels import CANONICAL, HeadMap
+from mcam.splits import require_classes
 
 
 @dataclass
@@ -59,8 +60,11 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, devi
                      val: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
     """Train `model` (logits out) with Adam + cross-entropy on x, y; returns loss/accuracy/time metrics.
 
-    Parameters with requires_grad=False (frozen layers) are left out of the optimiser.
+    Parameters with requires_grad=False (frozen layers) are left out of the optimiser. Refuses (InputError)
+    targets of a single class: labels a head maps onto one class leave nothing to learn.
     """
+    require_classes(y.tolist(), f"{type(model).__name__}: {len(y)} training targets (class indices after the "
+                                "head's label map)")
     with seeded(seed):  # draws from torch's global generators: seeded, then restored
         return _train(model, x, y, device=device, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       augment=augment, val=val)

@@ -26,7 +26,8 @@ from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKi
 from mcam.determinism import seeded
 from mcam.labels import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
 from mcam.labels import head_map
-from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
+from mcam.splits import require_classes
+from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint, source_of
 from mcam_detectors.au_svm import AUEmotionSVM
 
 SVM_KEY = "svm.joblib"  # state_dict entry holding the AU -> emotion SVM
@@ -101,7 +102,7 @@ class AURegressor(Detector):
                          include_intensities=include_intensities, batch_size=batch_size, **kw)
         self.model: AUNet | None = None
         self.svm = AUEmotionSVM(head_map(HEAD).classes)
-        self._provenance = f"loaded from {weights}"
+        self._provenance = f"loaded from {source_of(weights)}"
 
     # --- description -------------------------------------------------
     def output_names(self) -> list[str]:
@@ -205,6 +206,7 @@ class AURegressor(Detector):
                 if _usable(face) and head.target(label) is not None]
         faces = [train.faces[i] for i in keep]
         labels = [head.target(train.labels[i]) for i in keep]
+        require_classes(labels, f"au.fit: {len(keep)} usable training faces")  # before training the regressor
         targets = au_targets(train)
         metrics: dict[str, float] = {"n_train": float(len(keep)), "n_skipped": float(len(train.faces) - len(keep))}
         if self.config["weights"] is not None or self._loaded:
@@ -225,7 +227,8 @@ class AURegressor(Detector):
         self.svm = AUEmotionSVM(head.classes, seed=seed).fit(predicted, labels)
         metrics["train_acc"] = self.svm.score(predicted, labels)
         self._provenance = (f"au.fit on {len(keep)} faces ({'regressor + SVM' if targets is not None else 'SVM only'}), "
-                            f"starting from {self.config['weights'] or 'a fresh model'}, {epochs} epochs, seed {seed}")
+                            f"starting from {source_of(self.config['weights']) if self.config['weights'] else 'a fresh model'}, "
+                            f"{epochs} epochs, seed {seed}")
         if val is not None:
             metrics.update(self._evaluate(val, prefix="val_"))
         return metrics

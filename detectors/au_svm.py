@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from typing import Sequence
 
 import joblib
@@ -54,6 +55,9 @@ class AUEmotionSVM:
         kept = set(names[counts >= 2])
         if len(kept) < 2:  # one usable class: nothing to separate
             self.pipeline, self.constant = None, str(names[counts.argmax()])
+            warnings.warn(f"AUEmotionSVM: fewer than two classes have two or more training rows "
+                          f"({dict(zip(names.tolist(), counts.tolist()))}); it predicts {self.constant!r} for every "
+                          "face", UserWarning, stacklevel=2)
             return self
         rows = np.isin(labels, list(kept))
         folds = int(min(5, counts[counts >= 2].min()))

@@ -13,7 +13,7 @@ from mcam.detector import (Detector, DetectorUnavailableError, FaceBatch, InputK
                            still_to_clip)
 from mcam.determinism import seeded
 from mcam.labels import head_map
-from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
+from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint, source_of
 from mcam_detectors._classifier_fit import head_targets, train_classifier
 
 DIFF_GAIN = 8.0  # scales frame-to-onset differences (micro-expressions move pixels by a few grey levels)
@@ -93,7 +93,7 @@ class _MicroBase(Detector):
             payload = self._checkpoint(init_from)
             body = {k: v for k, v in payload["state_dict"].items() if not k.startswith("head.")}
             model.load_state_dict(body, strict=False)
-            provenance = f"all but the last layer from checkpoint {init_from} ({payload['provenance']})"
+            provenance = f"all but the last layer from checkpoint {source_of(init_from)} ({payload['provenance']})"
         elif weights == "random":
             provenance = f"random init (explicit, seed {self.config['seed']})"
         else:
@@ -102,7 +102,7 @@ class _MicroBase(Detector):
                 raise ValueError(f"{self.name}: {weights} has head {payload['arch']['head']!r}, this detector "
                                  f"{self.head!r}; to start from it use init_from={weights}")
             model.load_state_dict(payload["state_dict"])
-            provenance = f"checkpoint {weights}: {payload['provenance']}"
+            provenance = f"checkpoint {source_of(weights)}: {payload['provenance']}"
         self.model = model.to(self.device).eval()
         self._provenance = provenance
         self._from_scratch = weights == "random" and init_from is None

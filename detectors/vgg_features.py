@@ -14,7 +14,7 @@ from torchvision.models.vgg import cfgs, make_layers
 from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo
 from mcam.determinism import seeded
 from mcam.labels import head_map
-from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint
+from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint, source_of
 from mcam_detectors._classifier_fit import head_targets, random_hflip, train_classifier
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -147,7 +147,7 @@ class VGGFeatures(Detector):
                 raise ValueError(f"vgg: checkpoint {weights} has batch_norm={payload['arch'].get('batch_norm')}; "
                                  f"construct the detector with the same batch_norm")
             model.load_state_dict(payload["state_dict"])
-            provenance = f"checkpoint {weights}: {payload['provenance']}"
+            provenance = f"checkpoint {source_of(weights)}: {payload['provenance']}"
         self.model = model.to(self.device).eval()
         self._provenance = provenance
         self._from_scratch = weights == "random"

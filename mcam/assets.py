@@ -14,11 +14,17 @@ packaged asset.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import os
 from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
 
-__all__ = ["UnknownSuiteError", "asset_path", "find_suite", "list_suites", "resolve_path", "ASSET_FOLDERS"]
+from mcam.errors import InputError, UnknownNameError
+
+__all__ = ["UnknownSuiteError", "asset_path", "find_suite", "list_suites", "load_yaml", "parse_config",
+           "resolve_path", "ASSET_FOLDERS"]
+T = TypeVar("T")
 
 # top-level folder in the checkout -> package it is installed as
 ASSET_FOLDERS: dict[str, str] = {"configs": "mcam.configs", "benchmarks": "mcam.suite_specs",
@@ -27,11 +33,8 @@ SUITE_FOLDERS: tuple[str, ...] = ("benchmarks", "experiments")  # searched in th
 _CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-class UnknownSuiteError(KeyError):
+class UnknownSuiteError(UnknownNameError):
     """No suite spec of that name; the message lists the known ones."""
-
-    def __str__(self) -> str:  # KeyError would print the message in quotes
-        return str(self.args[0]) if self.args else ""
 
 
 def _folder(top: str) -> Path:
@@ -139,3 +142,42 @@ def find_suite(name: str) -> Path:
         raise UnknownSuiteError(f"unknown suite {name!r}; known suites: {', '.join(sorted(suites)) or 'none'} "
                                 f"(or pass a spec file with --config PATH)")
     return suites[stem]
+
+
+def load_yaml(path: str | os.PathLike[str], error: type[InputError] = InputError) -> Any:
+    """A YAML file's content (None when empty); an `error` naming the file, line and problem when it is no YAML."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise error(f"{path}: not valid YAML{where} ({getattr(err, 'problem', None) or err})") from None
+
+
+def parse_config(cls: type[T], data: Any, source: str | os.PathLike[str], overrides: list[str] | None = None,
+                 error: type[InputError] = InputError) -> T:
+    """Dataclass `cls` built from a config file's mapping `data` (then command-line style `overrides`, e.g.
+    `--seeds '[0,1]'`), checked by jsonargparse against the field types: an unknown key, a wrong type or a
+    missing field is an `error` naming `source` and the key."""
+    from jsonargparse import ArgumentParser
+
+    if not isinstance(data, dict):
+        raise error(f"{source}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(cls))}, "
+                    f"got {type(data).__name__}")
+    parser = ArgumentParser(exit_on_error=False, prog=str(source))
+    parser.add_class_arguments(cls)
+    try:
+        namespace = parser.parse_object(data)
+        if overrides:
+            namespace = parser.parse_args(list(overrides), namespace=namespace)
+    except Exception as err:  # jsonargparse's ArgumentError: names the key and the expected type
+        raise error(f"{source}: {' '.join(str(err).split())}") from None
+    try:
+        return cls(**namespace.as_dict())
+    except (ValueError, TypeError) as err:  # the dataclass's own checks (__post_init__): ranges, choices
+        raise error(f"{source}: {err}") from None

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from mcam.errors import InputError, UserError
 from mcam.store import file_digest
 
 
@@ -66,7 +67,7 @@ class TrainingSet:
     sample_ids: list[str] | None = None  # manifest ids, for detectors that read per-sample files (openface)
 
 
-class DetectorUnavailableError(RuntimeError):
+class DetectorUnavailableError(UserError, RuntimeError):
     """The detector's weights cannot be had here (offline, missing file); the message says how to get them."""
 
 
@@ -99,7 +100,7 @@ class Detector(ABC):
             cls.fit = fit  # type: ignore[method-assign]
 
     def __init__(self, device: str | None = None, **config: Any) -> None:
-        self.device = device or default_device()
+        self.device = default_device() if device is None else check_device(device, f"detector {self.name!r}: device")
         self.config: dict[str, Any] = dict(config)
         self._loaded = False
 
@@ -191,6 +192,26 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str, what: str = "device") -> str:
+    """`device` itself when torch can use it here ('cpu', 'cuda', 'cuda:1', 'mps'); InputError saying why not."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"{what} {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"{what} {device!r}: CUDA is not available here (torch {torch.__version__}, "
+                             f"no visible GPU); use cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise InputError(f"{what} {device!r}: only {count} CUDA device(s) visible (cuda:0..cuda:{count - 1})")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"{what} {device!r}: MPS is not available here; use cpu")
+    return device
 
 
 def still_to_clip(image: np.ndarray, frames: int) -> np.ndarray:

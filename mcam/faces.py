@@ -1,6 +1,11 @@
-"""Face preprocessing shared by all detectors: read, find the face, crop with margin, load clips."""
+"""Face preprocessing shared by all detectors: read and validate images and clips, find the face, crop with margin.
+
+Inputs are validated here, once, for cue extraction and `mcam prepare` alike: a bad input raises FaceError
+with a reason code (the `reason` of a rejects.csv row) and a message naming the file.
+"""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -8,10 +13,37 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps
+
+from mcam.errors import InputError
+
+# Reject reasons: short codes shared by cue tables' and `mcam prepare`'s rejects.csv.
+UNREADABLE = "unreadable"
+TRUNCATED_IMAGE = "truncated_image"
+NO_FACE = "no_face"
+FACE_TOO_SMALL = "face_too_small"
+BBOX_OUTSIDE_IMAGE = "bbox_outside_image"
+CLIP_UNREADABLE = "clip_unreadable"
+CLIP_BAD_SHAPE = "clip_bad_shape"
+CLIP_BAD_RANGE = "clip_bad_range"
+CLIP_TOO_SHORT = "clip_too_short"
+CLIP_TOO_SMALL = "clip_too_small"
+
+MIN_FACE_SIZE = 16  # pixels, shorter side of a face (box, crop or clip frame): below it no detector sees a face
+MIN_CLIP_FRAMES = 2  # a clip shows motion only from its second frame on
+MIN_BBOX_INSIDE = 0.5  # fraction of a bbox's area that must lie inside the image (the rest is padded)
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"})
+
+# Images are decoded by Pillow; OpenCV (video, resizing) would otherwise print warnings the user cannot act on.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
-class FaceError(ValueError):
-    """An input that yields no face: unreadable file, no face found, missing frame. Names the file."""
+class FaceError(InputError):
+    """An input that yields no usable face; `reason` is its reject code, the message names the file."""
+
+    def __init__(self, message: str, reason: str = UNREADABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class FaceFinder(Protocol):
@@ -45,25 +77,78 @@ def _haar_cascade() -> cv2.CascadeClassifier:
     return cascade
 
 
+# --- images -------------------------------------------------------------------------------------
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8; FaceError naming the file if unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FaceError(f"{path}: unreadable or corrupt image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """An image file decoded completely as RGB uint8 [H, W, 3]; FaceError (unreadable, truncated_image) otherwise.
+
+    Pillow decodes it because it detects a truncated file (OpenCV fills the missing part grey). 16-bit
+    images are scaled to 8 bits, grey, palette and alpha images become RGB, EXIF orientation is applied.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise FaceError(f"{path}: unreadable image ({err.strerror or err})", UNREADABLE) from err
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return _to_rgb8(ImageOps.exif_transpose(image), path)
+    except FaceError:
+        raise
+    except OSError as err:  # Pillow has no truncation exception type, only this message
+        if "truncated" in str(err):
+            raise FaceError(f"{path}: image file is truncated (its data ends early)", TRUNCATED_IMAGE) from err
+        raise FaceError(f"{path}: unreadable or corrupt image ({err})", UNREADABLE) from err
+    except (ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        raise FaceError(f"{path}: unreadable or corrupt image ({err})", UNREADABLE) from err
+
+
+def _to_rgb8(image: Image.Image, path: str | Path) -> np.ndarray:
+    if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey (32-bit 'I' only as 16-bit data)
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise FaceError(f"{path}: 32-bit integer image is not supported (values beyond 16 bits)", UNREADABLE)
+        grey = (values.astype(np.uint16) >> 8).astype(np.uint8)  # the high byte, as OpenCV scales 16-bit images
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode == "F":
+        raise FaceError(f"{path}: floating-point image is not supported; save it with 8 or 16 bits", UNREADABLE)
+    if image.mode in ("P", "PA"):  # palette with transparency: via RGBA, as Pillow recommends
+        image = image.convert("RGBA")
+    return np.array(image.convert("RGB"))
+
+
+def check_face(face: np.ndarray, source: str, what: str = "face") -> np.ndarray:
+    """The face (or image) unchanged; FaceError face_too_small when its shorter side is under MIN_FACE_SIZE."""
+    _check_side(face.shape[0], face.shape[1], source, FACE_TOO_SMALL, what)
+    return face
+
+
+def _check_side(height: int, width: int, source: str, reason: str, what: str) -> None:
+    if min(height, width) < MIN_FACE_SIZE:
+        raise FaceError(f"{source}: {what} is {width}x{height} pixels, under the minimum {MIN_FACE_SIZE}", reason)
 
 
 def parse_bbox(value: object) -> tuple[int, int, int, int] | None:
-    """A manifest bbox 'x y w h' as ints, or None when absent."""
+    """A manifest bbox 'x y w h' as ints (w, h > 0), or None when absent; ValueError when malformed."""
     if not isinstance(value, str) or not value.strip():
         return None
     x, y, w, h = (int(v) for v in value.split())
+    if w <= 0 or h <= 0:
+        raise ValueError(f"width and height must be positive, got {w}x{h}")
     return x, y, w, h
 
 
-def crop(image: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0) -> np.ndarray:
-    """Crop a box enlarged by `margin` (fraction of its size), padded by edge replication at borders."""
+def crop(image: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0, source: str = "image") -> np.ndarray:
+    """Crop a box enlarged by `margin` (fraction of its size), padded by edge replication at borders.
+
+    FaceError bbox_outside_image when less than MIN_BBOX_INSIDE of the box lies in the image (the crop would
+    be mostly padding), face_too_small when the box is under MIN_FACE_SIZE.
+    """
     x, y, w, h = box
+    inside = max(0, min(x + w, image.shape[1]) - max(x, 0)) * max(0, min(y + h, image.shape[0]) - max(y, 0))
+    if inside < MIN_BBOX_INSIDE * w * h:
+        raise FaceError(f"{source}: bbox {x} {y} {w} {h} lies {'mostly' if inside else 'entirely'} outside the "
+                        f"{image.shape[1]}x{image.shape[0]} image", BBOX_OUTSIDE_IMAGE)
+    _check_side(h, w, source, FACE_TOO_SMALL, "face box")
     dx, dy = int(round(w * margin)), int(round(h * margin))
     x0, y0, x1, y1 = x - dx, y - dy, x + w + dx, y + h + dy
     pad = max(0, -x0, -y0, x1 - image.shape[1], y1 - image.shape[0])
@@ -81,33 +166,81 @@ class FaceCropper:
     margin: float = 0.15
 
     def __call__(self, image: np.ndarray, bbox: object = None, source: str = "image") -> np.ndarray:
+        check_face(image, source, "image")  # an image under the minimum holds no face big enough, whatever the box
         box = parse_bbox(bbox)
         if box is not None:
-            return crop(image, box, 0.0)
+            return crop(image, box, 0.0, source)
         boxes = (self.finder or HaarFaceFinder())(image)
         if not boxes:
-            raise FaceError(f"{source}: no face found")
-        return crop(image, boxes[0], self.margin)
+            raise FaceError(f"{source}: no face found", NO_FACE)
+        return crop(image, boxes[0], self.margin, source)
 
 
+# --- clips --------------------------------------------------------------------------------------
 def load_clip(path: str | Path) -> np.ndarray:
-    """A clip as RGB uint8 [T, H, W, 3]: a .npy stack or a folder of frame images (sorted by name)."""
+    """A clip as RGB uint8 [T, H, W, 3] from a .npy stack or a folder of frame images (by name); see checked_clip."""
     path = Path(path)
     if path.suffix == ".npy":
         try:
-            clip = np.load(path)
-        except (OSError, ValueError) as err:
-            raise FaceError(f"{path}: unreadable clip ({err})") from err
-        if clip.ndim == 3:
-            clip = np.repeat(clip[..., None], 3, axis=-1)
-        if clip.ndim != 4 or clip.shape[-1] != 3:
-            raise FaceError(f"{path}: clip has shape {clip.shape}, expected [T, H, W, 3]")
-        return clip.astype(np.uint8)
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise FaceError(f"{path}: unreadable clip ({err})", CLIP_UNREADABLE) from err
+        if not isinstance(array, np.ndarray):  # a .npz archive under a .npy name
+            raise FaceError(f"{path}: not a single .npy array", CLIP_UNREADABLE)
+        return checked_clip(array, str(path))
     if path.is_dir():
-        frames = sorted(p for p in path.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+        frames = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not frames:
-            raise FaceError(f"{path}: clip folder has no frames")
+            raise FaceError(f"{path}: clip folder has no frames", CLIP_UNREADABLE)
         images = [read_rgb(p) for p in frames]
         shape = images[0].shape
-        return np.stack([cv2.resize(im, (shape[1], shape[0])) for im in images])
-    raise FaceError(f"{path}: not a clip (.npy stack or frame folder)")
+        return checked_clip(np.stack([cv2.resize(im, (shape[1], shape[0])) for im in images]), str(path))
+    raise FaceError(f"{path}: not a clip (.npy stack or frame folder)", CLIP_UNREADABLE)
+
+
+def checked_clip(array: np.ndarray, source: str) -> np.ndarray:
+    """A clip array checked and converted to RGB uint8 [T, H, W, 3]; FaceError with a clip_* reason otherwise.
+
+    Accepted: shape [T, H, W] (grey) or [T, H, W, C] with C in {1, 3}; dtype uint8, other integers within
+    [0, 255], or floats within [0, 1] (scaled by 255); at least MIN_CLIP_FRAMES frames of MIN_FACE_SIZE pixels.
+    """
+    shape = tuple(array.shape)
+    if array.ndim == 3 and shape[-1] in (1, 3, 4):
+        raise FaceError(f"{source}: clip has shape {shape}, which looks like one [H, W, C] image; "
+                        "expected [T, H, W] or [T, H, W, C] with C 1 or 3", CLIP_BAD_SHAPE)
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4 or array.shape[-1] not in (1, 3):
+        raise FaceError(f"{source}: clip has shape {shape}; expected [T, H, W] or [T, H, W, C] with C 1 or 3",
+                        CLIP_BAD_SHAPE)
+    check_clip_extent(array.shape[0], array.shape[1], array.shape[2], source)
+    array = _clip_uint8(array, source)
+    return np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array
+
+
+def check_clip_extent(frames: int, height: int, width: int, source: str) -> None:
+    """FaceError clip_too_short under MIN_CLIP_FRAMES frames, clip_too_small for frames under MIN_FACE_SIZE."""
+    if frames < MIN_CLIP_FRAMES:
+        raise FaceError(f"{source}: clip has {frames} frame(s), under the minimum {MIN_CLIP_FRAMES}", CLIP_TOO_SHORT)
+    _check_side(height, width, source, CLIP_TOO_SMALL, "clip frame")
+
+
+def _clip_uint8(array: np.ndarray, source: str) -> np.ndarray:
+    """Pixel values as uint8 without wrapping: integers must lie in [0, 255], floats in [0, 1]."""
+    if array.dtype == np.uint8:
+        return array
+    kind = array.dtype.kind
+    if kind in "iu":
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high <= 255:
+            return array.astype(np.uint8)
+        expected = "[0, 255]"
+    elif kind == "f":
+        low, high = float(array.min()), float(array.max())  # NaN propagates into both
+        if np.isfinite(array).all() and low >= 0.0 and high <= 1.0:
+            return np.rint(array * 255.0).astype(np.uint8)
+        expected = "finite values in [0, 1] (scaled by 255)"
+    else:
+        raise FaceError(f"{source}: clip dtype {array.dtype} is not pixel data; expected uint8, integers or floats",
+                        CLIP_BAD_RANGE)
+    raise FaceError(f"{source}: {array.dtype} clip has values {low:g}..{high:g}; expected {expected}", CLIP_BAD_RANGE)

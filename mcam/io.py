@@ -15,7 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_output", "write_atomic"]
+from mcam.errors import InputError
+
+__all__ = ["atomic_output", "ensure_writable", "write_atomic"]
 
 _UMASK = os.umask(0o022)  # read once (the only way to read it portably), then restored
 os.umask(_UMASK)
@@ -48,3 +50,18 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
     with atomic_output(target) as tmp:
         tmp.write_bytes(payload)
     return target
+
+
+def ensure_writable(folder: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Create `folder` if needed and prove a file can be written in it, before long work starts; an InputError
+    naming the folder (and `what` it is for) otherwise."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=path, prefix=".mcam-write-test.")
+        os.close(handle)
+        os.unlink(name)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InputError(f"{what} {path}: not writable ({reason}); choose another folder or fix its permissions") from None
+    return path

@@ -8,13 +8,15 @@ from typing import Mapping
 
 import yaml
 
+from mcam.errors import InputError
+
 CANONICAL: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 # The 20 action units of py-feat's AU models (AU_LANDMARK_MAP['Feat']): the order of every AU vector in MCAM.
 AU_NAMES: tuple[str, ...] = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",
                              "AU14", "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43")
 
 
-class UnknownLabelError(ValueError):
+class UnknownLabelError(InputError):
     """A label that a map does not know."""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mcam.errors import InputError
 from mcam.io import atomic_output
 from mcam.labels import CANONICAL
 
@@ -19,9 +20,12 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 AU_COLUMN = re.compile(r"^AU\d{2}$")
 MANIFEST_FILE = "manifest.csv"
 FILE_COLUMNS: tuple[str, ...] = ("path", "clip", "micro_clip")  # columns naming files or frame folders
+# Text that spreadsheets and pandas write for a missing value (pandas' own NA spellings, compared lowercased).
+# Not 'NA': it is a real code (JAFFE's subject NA, a region 'NA' for North America).
+MISSING_TEXT = frozenset({"nan", "-nan", "none", "null", "n/a", "#n/a", "<na>"})
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest that breaks the schema; the message names the file, row and column."""
 
 
@@ -117,9 +121,14 @@ def validate(table: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
         _fail(source, None, None, f"missing required columns {missing}; required: {list(REQUIRED_COLUMNS)}")
     table = table.copy()
     for column in REQUIRED_COLUMNS:
-        empty = table[column].isna() | (table[column].astype(str).str.strip() == "")
+        text = table[column].astype(str).str.strip()
+        empty = table[column].isna() | (text == "")
         if empty.any():
             _fail(source, int(empty.to_numpy().argmax()), column, "empty value")
+        placeholder = text.str.lower().isin(MISSING_TEXT)
+        if placeholder.any():  # e.g. a region 'NaN' would otherwise become one more region
+            row = int(placeholder.to_numpy().argmax())
+            _fail(source, row, column, f"{text.iloc[row]!r} stands for a missing value; fill it in or drop the row")
         table[column] = table[column].astype(str)
     duplicated = table["sample_id"].duplicated()
     if duplicated.any():
@@ -162,6 +171,25 @@ def check_files(manifest: Manifest, source: str = "manifest") -> None:
             _fail(source, row, "path", f"file not found: {manifest.resolve(rel)}")
 
 
+def read_table(path: Path, required: tuple[str, ...] = (), **read_csv: object) -> pd.DataFrame:
+    """A comma-separated UTF-8 CSV file as a table; ManifestError naming the file when it is another encoding
+    or, lacking `required` columns, evidently uses another separator."""
+    try:
+        table = pd.read_csv(path, **read_csv)  # type: ignore[arg-type]
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r}); "
+                            f"expected a UTF-8 CSV file: re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    except pd.errors.ParserError as err:
+        raise ManifestError(f"{path}: not a readable CSV file ({' '.join(str(err).split())})") from None
+    header = ",".join(map(str, table.columns))
+    if any(c not in table.columns for c in required):
+        for separator, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if separator in header:
+                raise ManifestError(f"{path}: the header {header[:80]!r} looks {name}-separated; expected a "
+                                    f"comma-separated CSV file with columns {list(required)}")
+    return table
+
+
 def load_manifest(path: str | os.PathLike, check_paths: bool = False) -> Manifest:
     """Read and validate a manifest CSV (or a dataset folder holding manifest.csv)."""
     path = Path(path)
@@ -171,7 +199,7 @@ def load_manifest(path: str | os.PathLike, check_paths: bool = False) -> Manifes
         raise ManifestError(f"{path}: manifest not found")
     # keep_default_na=False: codes like JAFFE's subject 'NA' are text, not missing values
     text = {c: str for c in (*REQUIRED_COLUMNS, "group", "bbox", "split", "kind", "clip", "micro_clip", "micro_label")}
-    table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
+    table = read_table(path, REQUIRED_COLUMNS, dtype=text, keep_default_na=False, na_values=[""])
     manifest = Manifest(validate(table, source=str(path)), path.parent)
     if check_paths:
         check_files(manifest, source=str(path))

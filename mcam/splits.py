@@ -14,20 +14,23 @@ left out of the table.
 - `train_val_split`: train/val manifests for detector training (GroupShuffleSplit).
 - `subject_folds`: k subject-disjoint folds balanced per region (StratifiedGroupKFold).
 - `shuffled_subjects`: a seeded order of subjects, for nested draws (the mixing protocol).
+- `check_learnable` / `require_classes`: refuse parts too thin to learn from, before any training.
 """
 from __future__ import annotations
 
+import warnings
 import zlib
-from typing import Hashable, Iterable, Mapping
+from typing import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
+from mcam.errors import InputError
 from mcam.manifest import Manifest
 
-__all__ = ["assign_splits", "random_state", "shuffled_subjects", "subject_counts", "subject_folds",
-           "subject_parts", "train_val_split"]
+__all__ = ["assign_splits", "check_learnable", "random_state", "require_classes", "shuffled_subjects",
+           "subject_counts", "subject_folds", "subject_parts", "train_val_split"]
 
 HELD_OUT_ORDER = ("test", "val")  # held-out parts are drawn in this order; train is what is left
 
@@ -157,3 +160,40 @@ def shuffled_subjects(subjects: Iterable[Hashable], seed: int) -> list[str]:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) % 2**64, zlib.crc32(b"shuffled_subjects")]))
     return [ordered[i] for i in rng.permutation(len(ordered))]
 
+
+def require_classes(train_classes: Sequence[Hashable], what: str) -> None:
+    """InputError unless the training targets hold at least two classes (one class: nothing to learn)."""
+    names, counts = np.unique(np.asarray([str(c) for c in train_classes], dtype=object), return_counts=True)
+    if len(names) == 0:
+        raise InputError(f"{what}: no training rows")
+    if len(names) == 1:
+        raise InputError(f"{what}: every training row ({counts[0]}) is class {names[0]!r}; "
+                         "at least two classes are needed to learn from")
+
+
+def check_learnable(frame: pd.DataFrame, what: str, *, need_val: bool, classes: str = "label",
+                    val_hint: str = "") -> None:
+    """Refuse (InputError) parts too thin to learn from; warn once for held-out classes training never sees.
+
+    `frame`: one row per sample with `part` ('train'/'val'/'test'/None), `subject` and the class column.
+    Errors: no training rows or one class in them; with `need_val`, an empty val part (a single
+    training subject is named as the cause: a subject-disjoint val part needs two). `what` names
+    the data and option at fault, `val_hint` says how to get a val part.
+    """
+    part = frame["part"].to_numpy(dtype=object)
+    train = frame[part == "train"]
+    require_classes(train[classes].tolist(), what)
+    if need_val and not (part == "val").any():
+        subjects = sorted(train["subject"].astype(str).unique())
+        if len(subjects) == 1:
+            raise InputError(f"{what}: one subject ({subjects[0]!r}) in the training rows; a subject-disjoint "
+                             f"validation part needs at least two subjects{val_hint}")
+        raise InputError(f"{what}: the validation part is empty ({len(subjects)} training subjects), so early "
+                         f"stopping and the best checkpoint would see nothing{val_hint}")
+    held = frame[(part == "val") | (part == "test")]
+    absent = sorted(set(held[classes].astype(str)) - set(train[classes].astype(str)))
+    if absent:
+        counts = held[classes].astype(str).value_counts()
+        shown = ", ".join(f"{c!r} ({counts[c]} rows)" for c in absent)
+        warnings.warn(f"{what}: classes {shown} are in val/test but not in the training rows; the model never "
+                      "learns them, so every such row counts as an error", UserWarning, stacklevel=2)

@@ -141,9 +141,10 @@ def test_face_errors_become_invalid_rows_with_rejects(data, tmp_path, caplog):
     assert (table.values[4] == 0).all()
     rejects = {r["sample_id"]: r for r in csv.DictReader(store.rejects_path(data, detector).open())}
     assert set(rejects) == {"s004", "s007"}
-    assert rejects["s004"]["path"] == "img004.png" and "unreadable or corrupt image" in rejects["s004"]["reason"]
-    assert "no valid cue" in rejects["s007"]["reason"]
-    assert "2/12 rows invalid" in caplog.text and "1 x unreadable or corrupt image" in caplog.text
+    assert rejects["s004"]["path"] == "img004.png" and rejects["s004"]["reason"] == "unreadable"
+    assert "img004.png" in rejects["s004"]["detail"]
+    assert rejects["s007"]["reason"] == "no_cue" and "no valid cue" in rejects["s007"]["detail"]
+    assert "2/12 rows invalid" in caplog.text and "1 x unreadable" in caplog.text
 
 
 def test_load_faces_images_and_clip_fallbacks(data, tmp_path):
@@ -198,8 +199,10 @@ def test_extract_cli(data, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "tiny" in out and "11/12" in out and "12 samples, 1 detectors" in out
     assert len(list((tmp_path / "c" / "cues").glob("tiny-*/tiny-*.npz"))) == 1
-    def unknown(name, **config):
-        raise KeyError(f"unknown detector {name!r}")
+    def unknown(name, **config):  # a user error (mcam.errors.UserError): one line, exit 2
+        from mcam.registry import UnknownDetectorError
+
+        raise UnknownDetectorError(f"unknown detector {name!r}")
 
     monkeypatch.setattr("mcam.cues.extract.create_detector", unknown)
     assert main(args) == 2

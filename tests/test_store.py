@@ -79,3 +79,16 @@ def test_cache_lists_and_prunes_what_no_result_uses(tmp_path: Path, capsys) -> N
     assert main(["cache", "--store", str(store.root), "--prune", "--results", str(tmp_path / "outputs")]) == 0
     assert "removed 1 entries" in capsys.readouterr().out
     assert sorted(e.key for e in store.entries()) == sorted([used.name, base.name])
+
+
+def test_detector_checkpoints_of_equal_weights_are_equal_bytes(tmp_path: Path) -> None:
+    """Fingerprints hash a checkpoint's bytes: the same weights saved twice (each via a randomly named temp file)
+    must give the same bytes, or two identical runs get different detector and cue keys."""
+    import torch
+
+    from mcam_detectors._checkpoint import save_checkpoint
+
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    paths = [save_checkpoint(tmp_path / part / "vgg.pt", detector="vgg", arch={"n": 2}, provenance="test",
+                             state_dict=state) for part in ("a", "b")]
+    assert paths[0].read_bytes() == paths[1].read_bytes()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-import sys
 from pathlib import Path
 
 
@@ -20,8 +19,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, overrides: list[str] | None = None) -> int:
-    from mcam.suites.runner import SuiteLockedError, SuiteMismatchError, quiet_lightning, run_suite
-    from mcam.suites.spec import SpecError, SuiteSpec, resolve_suite
+    from mcam.io import ensure_writable
+    from mcam.suites.runner import quiet_lightning, run_suite
+    from mcam.suites.spec import SuiteSpec, check_environment, resolve_suite
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[mcam] %(message)s"))
@@ -29,17 +29,16 @@ def run(args: argparse.Namespace, overrides: list[str] | None = None) -> int:
     logging.getLogger("mcam").setLevel(logging.INFO)
     quiet_lightning()
     overrides = list(overrides or [])
-    try:
-        path = resolve_suite(args.suite, args.config)
-        spec = SuiteSpec.load(path, args.profile, overrides)
-        out = Path(args.out or f"outputs/{spec.name}{'-' + args.profile if args.profile else ''}")
-        command = ["mcam", "bench", args.suite, "--out", str(out)]
-        command += ["--config", str(args.config)] if args.config else []
-        command += ["--profile", args.profile] if args.profile else []
-        report = run_suite(spec, out, progress=not args.quiet, command=shlex.join(command + overrides))
-    except (SpecError, SuiteMismatchError, SuiteLockedError, FileNotFoundError) as err:
-        print(f"mcam bench: error: {err}", file=sys.stderr)
-        return 2
+    path = resolve_suite(args.suite, args.config)
+    spec = SuiteSpec.load(path, args.profile, overrides)
+    check_environment(spec, path)
+    out = Path(args.out or f"outputs/{spec.name}{'-' + args.profile if args.profile else ''}")
+    ensure_writable(out, "suite output folder (--out)")
+    ensure_writable(spec.store, f"artifact store (store: in {path})")
+    command = ["mcam", "bench", args.suite, "--out", str(out)]
+    command += ["--config", str(args.config)] if args.config else []
+    command += ["--profile", args.profile] if args.profile else []
+    report = run_suite(spec, out, progress=not args.quiet, command=shlex.join(command + overrides))
     print(f"report: {report}")
-    print(report.read_text(), file=sys.stdout)
+    print(report.read_text())
     return 0

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
 
+from mcam.errors import InputError
 from mcam.store import ArtifactStore, Entry, default_store_root
 
 KEY_COLUMNS = ("detectors_key", "fold_key", "cue_keys")  # results.csv columns naming store entries
@@ -26,6 +26,8 @@ def referenced(folders: list[str]) -> set[str]:
     """Store entries ('<kind>/<key>') named by the results.csv files under `folders`."""
     keys: set[str] = set()
     for folder in folders:
+        if not Path(folder).is_dir():  # else every entry would look unused and be pruned
+            raise InputError(f"--results {folder}: no such folder")
         for path in sorted(Path(folder).rglob("results.csv")):
             table = pd.read_csv(path)
             for column in KEY_COLUMNS:
@@ -48,8 +50,7 @@ def describe(entry: Entry) -> str:
 def run(args: argparse.Namespace) -> int:
     store = ArtifactStore(args.store or default_store_root())
     if not store.root.is_dir():
-        print(f"mcam cache: error: no store at {store.root}", file=sys.stderr)
-        return 2
+        raise InputError(f"no store at {store.root} (--store, or $MCAM_STORE)")
     if args.prune:
         keep = referenced(args.results)
         removed = store.prune(keep, dry_run=args.dry_run)

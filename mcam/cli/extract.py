@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
+from mcam.cli.options import device, positive_int
 from mcam.cues.extract import build_detectors, extract_cues
 from mcam.cues.store import CueStore
-from mcam.detector import DetectorUnavailableError
+from mcam.io import ensure_writable
 from mcam.manifest import load_manifest
 from mcam.store import default_store_root
-
-# Errors that are the user's to fix (unknown detector, bad manifest/spec, missing weights): a message, no traceback.
-USER_ERRORS = (KeyError, ValueError, FileNotFoundError, DetectorUnavailableError)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                       "(e.g. the detectors.yaml written by `mcam pretrain`)")
     parser.add_argument("--store", default=None,
                         help=f"artifact store; cues go to <store>/cues (default $MCAM_STORE or {default_store_root()})")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for extraction (default 1)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when visible)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads for extraction (default 1)")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 (default: cuda when visible)")
     parser.add_argument("--clip-column", default=None,
                         help="manifest column of clips for clip detectors (default: micro_clip if present, else clip)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -37,15 +34,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cache = Path(args.store or default_store_root()) / "cues"
     start = time.perf_counter()
-    try:
-        manifest = load_manifest(args.data)
-        spec = args.spec or {name.strip(): {} for name in args.detectors.split(",") if name.strip()}
-        detectors = build_detectors(spec, device=args.device)
-        tables = extract_cues(manifest, detectors, cache, batch_size=args.batch_size,
-                              progress=not args.no_progress, clip_column=args.clip_column, threads=args.threads)
-    except USER_ERRORS as err:
-        print(f"mcam extract: error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 2
+    manifest = load_manifest(args.data)
+    spec = args.spec or {name.strip(): {} for name in args.detectors.split(",") if name.strip()}
+    detectors = build_detectors(spec, device=args.device)
+    ensure_writable(cache, "cue cache (--store)")
+    tables = extract_cues(manifest, detectors, cache, batch_size=args.batch_size,
+                          progress=not args.no_progress, clip_column=args.clip_column, threads=args.threads)
     seconds = time.perf_counter() - start
     store = CueStore(cache)
     print(f"{'detector':<12} {'dim':>5} {'valid':>11}  file")

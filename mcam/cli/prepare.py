@@ -5,11 +5,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mcam.assets import load_yaml, parse_config
+from mcam.cli.options import non_negative_int, positive_int
 from mcam.datasets import ADAPTERS, create_adapter
 from mcam.datasets.locate import DETECTORS
 from mcam.datasets.prepare import AUGMENTATIONS, PrepareOptions, prepare
+from mcam.errors import InputError, UserError
+from mcam.io import ensure_writable
 
 # options that the command line may override in the config (argparse default None = "not given")
 OVERRIDABLE = ("region", "group", "detector", "size", "clip_size", "grayscale", "augment", "seed")
@@ -23,11 +25,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="region written into every row (default: the adapter's)")
     parser.add_argument("--group", help="group attribute written where the dataset gives none")
     parser.add_argument("--detector", choices=DETECTORS, help="face finder (default haar)")
-    parser.add_argument("--size", type=int, help="face crop side in pixels (default 128)")
-    parser.add_argument("--clip-size", dest="clip_size", type=int, help="clip frame side in pixels (default 64)")
+    parser.add_argument("--size", type=positive_int, help="face crop side in pixels (default 128)")
+    parser.add_argument("--clip-size", dest="clip_size", type=positive_int, help="clip frame side in pixels (default 64)")
     parser.add_argument("--grayscale", action="store_true", default=None, help="write gray crops")
     parser.add_argument("--augment", help=f"comma list of {','.join(AUGMENTATIONS)}: extra augmented copies")
-    parser.add_argument("--seed", type=int, help="augmentation seed (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, help="augmentation seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -35,17 +37,25 @@ def load_config(path: Path | None) -> dict[str, Any]:
     """The prepare config YAML as a dict (empty without a file)."""
     if path is None:
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping")
+        raise InputError(f"{path}: expected a mapping of prepare options")
     return data
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    source = args.config or "the command line"
     if config.get("dataset", args.dataset) != args.dataset:
-        raise SystemExit(f"{args.config} is for dataset {config['dataset']!r}, not {args.dataset!r}")
-    adapter = create_adapter(args.dataset, args.root, **(config.pop("options", None) or {}))
+        raise InputError(f"{args.config}: dataset: {config['dataset']!r}, but the command prepares {args.dataset!r}")
+    if not args.root.is_dir():
+        raise InputError(f"--root {args.root}: no such folder (the raw {args.dataset} dataset, in its published layout)")
+    try:
+        adapter = create_adapter(args.dataset, args.root, **(config.pop("options", None) or {}))
+    except (ValueError, TypeError) as err:  # the adapter's check of its options
+        if isinstance(err, UserError):
+            raise
+        raise InputError(f"{source}: options: {err}") from err
     config.pop("dataset", None)
     for key in OVERRIDABLE:
         if getattr(args, key) is not None:
@@ -53,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     augment = config.get("augment") or ()
     config["augment"] = tuple(a.strip() for a in augment.split(",") if a.strip()) if isinstance(augment, str) else tuple(augment)
     config.setdefault("region", adapter.default_region)
-    summary = prepare(adapter, args.out, PrepareOptions(**config), progress=not args.no_progress)
+    options = parse_config(PrepareOptions, config, source)
+    ensure_writable(args.out, "output folder (--out)")
+    summary = prepare(adapter, args.out, options, progress=not args.no_progress)
     print(f"mcam prepare {args.dataset}: {args.root} -> {args.out}")
     for line in summary.lines():
         print(line)

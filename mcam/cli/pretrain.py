@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
-from mcam.cli.extract import USER_ERRORS
+from mcam.cli.options import fraction, non_negative_int, positive_int
 from mcam.cues.pretrain import pretrain_detectors
+from mcam.io import ensure_writable
 from mcam.manifest import load_manifest
 
 DEFAULT_TRAIN = "vgg,au,micro,micro_plus,macro_cnn"
@@ -27,10 +27,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=None,
                         help="spec YAML to start from (GAM: fine-tune the detectors of a LAM detectors.yaml)")
     parser.add_argument("--out", required=True, help="folder for <name>.pt, <name>.metrics.json, detectors.yaml")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per detector (default: each detector's)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of subjects held out for val")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the random init, the val split and training")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per detector (default: each detector's)")
+    parser.add_argument("--val-fraction", type=fraction, default=0.2, help="fraction of subjects held out for val")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the random init, the val split and training")
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for training (explicit: results depend on it; default 1)")
     parser.add_argument("--force", action="store_true", help="retrain even where a checkpoint exists")
     parser.add_argument("--include-test", action="store_true",
@@ -41,18 +41,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     train = _names(args.detectors)
-    try:
-        manifest = load_manifest(args.data)
-        if "split" in manifest.table.columns and not args.include_test:
-            held_out = manifest.table["split"] == "test"
-            print(f"mcam pretrain: leaving out {int(held_out.sum())} rows of split 'test' (--include-test keeps them)")
-            manifest = manifest.subset(~held_out)
-        spec = pretrain_detectors(manifest, [*train, *_names(args.keep)], args.out,
-                                  region=None if args.region == "all" else args.region,
-                                  val_fraction=args.val_fraction, seed=args.seed, base_spec=args.base,
-                                  epochs=args.epochs, force=args.force, train=train, threads=args.threads)
-    except USER_ERRORS as err:
-        print(f"mcam pretrain: error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 2
+    manifest = load_manifest(args.data)
+    ensure_writable(args.out, "output folder (--out)")
+    if "split" in manifest.table.columns and not args.include_test:
+        held_out = manifest.table["split"] == "test"
+        print(f"mcam pretrain: leaving out {int(held_out.sum())} rows of split 'test' (--include-test keeps them)")
+        manifest = manifest.subset(~held_out)
+    spec = pretrain_detectors(manifest, [*train, *_names(args.keep)], args.out,
+                              region=None if args.region == "all" else args.region,
+                              val_fraction=args.val_fraction, seed=args.seed, base_spec=args.base,
+                              epochs=args.epochs, force=args.force, train=train, threads=args.threads)
     print(f"detector spec: {spec}")
     return 0

@@ -5,15 +5,18 @@ import argparse
 
 import pandas as pd
 
+from mcam.cli.options import non_negative_int, positive_int
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from mcam.synth.generate import DEFAULT_CONFIG
 
     parser.add_argument("--out", required=True, help="output folder (manifest.csv, images/, clips/, contact_sheet.png)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="synth config YAML (configs/synth/*.yaml)")
-    parser.add_argument("--subjects-per-region", type=int, default=None, help="override the config's subject count")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--subjects-per-region", type=positive_int, default=None,
+                        help="override the config's subject count")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
 
 
 def run(args: argparse.Namespace) -> int:

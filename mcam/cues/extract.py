@@ -17,6 +17,7 @@ from mcam.cues.store import CueStore, PartialCues
 from mcam.cues.table import CueTable
 from mcam.detector import Detector, FaceBatch, InputKind, TrainingSet, still_to_clip
 from mcam.determinism import training_threads
+from mcam.errors import InputError
 from mcam.faces import FaceCropper, FaceError, load_clip, read_rgb
 from mcam.io import atomic_output
 from mcam.labels import CANONICAL
@@ -30,6 +31,7 @@ PATH_KEYS = ("weights",)
 PATH_SUFFIXES = ("_path", "_dir", "_file")
 STILL_CLIP_FRAMES = 8  # frames of the clip a still becomes (mcam.detector.still_to_clip) when a row has no clip
 CHECKPOINT_EVERY = 10  # batches between partial-file writes during extraction
+NO_CUE = "no_cue"  # reject reason: the face loaded but the detector gave no valid cue for it
 
 
 def load_spec(spec: Mapping[str, Mapping[str, Any] | None] | str | Path) -> dict[str, dict[str, Any]]:
@@ -38,7 +40,7 @@ def load_spec(spec: Mapping[str, Mapping[str, Any] | None] | str | Path) -> dict
         path = Path(spec)
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict) or not isinstance(data.get("detectors"), dict):
-            raise ValueError(f"{path}: expected a mapping 'detectors: {{name: {{init args}}}}'")
+            raise InputError(f"{path}: expected a mapping 'detectors: {{name: {{init args}}}}'")
         return {name: _resolve_paths(dict(cfg or {}), path.parent) for name, cfg in data["detectors"].items()}
     return {name: dict(cfg or {}) for name, cfg in spec.items()}
 
@@ -72,9 +74,10 @@ def load_faces(manifest: Manifest, input_kind: InputKind, rows: Sequence[int] | 
                clip_column: str = "clip") -> tuple[list[np.ndarray | None], list[str | None]]:
     """Face crops (image) or clips [T,H,W,3] for manifest rows, with None + the reason where one fails.
 
-    Images: the manifest bbox when present, else the Haar face finder. Clips come from `clip_column`,
-    else the `frames` column, else the row's still face via `still_to_clip` (clips are taken to be
-    face crops already, as `mcam synth` and `mcam prepare` write them).
+    A reason reads '<code>: <detail naming the file>' (codes in mcam.faces: truncated_image, face_too_small,
+    clip_bad_range, ...). Images: the manifest bbox when present, else the Haar face finder. Clips come from
+    `clip_column`, else the `frames` column, else the row's still face via `still_to_clip` (clips are taken to
+    be face crops already, as `mcam synth` and `mcam prepare` write them).
     """
     table = manifest.table
     rows = range(len(table)) if rows is None else rows
@@ -91,7 +94,7 @@ def load_faces(manifest: Manifest, input_kind: InputKind, rows: Sequence[int] | 
             errors.append(None)
         except FaceError as err:
             faces.append(None)
-            errors.append(str(err))
+            errors.append(_reason(err.reason, str(err)))
     return faces, errors
 
 
@@ -108,9 +111,14 @@ def _load_row_clip(manifest: Manifest, record: Any, clip_column: str, cropper: F
     return still_to_clip(_load_row_image(manifest, record, cropper), STILL_CLIP_FRAMES)
 
 
+def _reason(code: str, detail: str) -> str:
+    """A row's reject reason as held during extraction (one string per row, as partial files store it)."""
+    return f"{code}: {detail}"
+
+
 def _reason_kind(reason: str) -> str:
-    """A reject reason without the file name in front, for per-reason counts."""
-    return reason.rsplit(": ", 1)[-1] if ": " in reason else reason
+    """The reason code of a reject reason, for per-reason counts and the rejects.csv `reason` column."""
+    return reason.split(": ", 1)[0]
 
 
 # --- extraction ---------------------------------------------------------------------------------
@@ -191,7 +199,7 @@ def _extract_one(store: CueStore, manifest: Manifest, detector: Detector, finger
                     cues, ok = detector.extract(batch)
                     rows = np.asarray(keep) + lo
                     values[rows], valid[rows] = cues, ok
-                    reasons[rows[~ok]] = f"{detector.name}: no valid cue for this face"
+                    reasons[rows[~ok]] = _reason(NO_CUE, f"{detector.name}: no valid cue for this face")
                 done = hi
                 if count % checkpoint_every == 0 and done < n:
                     _checkpoint(store, manifest, detector, fingerprint, done, values, valid, reasons)
@@ -217,9 +225,10 @@ def _write_rejects(path: Path, manifest: Manifest, reasons: np.ndarray, name: st
     rejected = [i for i, reason in enumerate(reasons) if reason]
     with atomic_output(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["sample_id", "path", "reason"])
+        writer.writerow(["sample_id", "path", "reason", "detail"])
         for i in rejected:
-            writer.writerow([manifest.table["sample_id"].iloc[i], manifest.table["path"].iloc[i], reasons[i]])
+            code, _, detail = reasons[i].partition(": ")
+            writer.writerow([manifest.table["sample_id"].iloc[i], manifest.table["path"].iloc[i], code, detail])
     if rejected:
         counts = Counter(_reason_kind(reasons[i]) for i in rejected)
         summary = "; ".join(f"{count} x {kind}" for kind, count in counts.most_common())

@@ -16,15 +16,17 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import yaml
 
 from mcam.cues.extract import build_detectors, default_clip_column, load_spec, training_set
 from mcam.detector import Detector
 from mcam.determinism import training_threads
 from mcam.io import write_atomic
-from mcam.manifest import Manifest
+from mcam.errors import InputError
+from mcam.manifest import MANIFEST_FILE, Manifest
 from mcam.registry import create_detector, detector_class
-from mcam.splits import train_val_split
+from mcam.splits import check_learnable, train_val_split
 from mcam.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -46,13 +48,26 @@ def _initial_config(name: str, base: Mapping[str, dict[str, Any]], seed: int) ->
 
 def _check_names(manifest: Manifest, names: Sequence[str], train: Sequence[str], region: str | None) -> None:
     if region is not None and region not in manifest.regions:
-        raise ValueError(f"region {region!r} not in the manifest; regions: {manifest.regions}")
+        raise InputError(f"region {region!r} not in the manifest; regions: {manifest.regions}")
     untrainable = [n for n in train if not detector_class(n).trainable]
     if untrainable:
-        raise ValueError(f"detectors {untrainable} are not trainable; list them in `names` only")
+        raise InputError(f"detectors {untrainable} are not trainable; list them in `names` only")
     missing = [n for n in train if n not in names]
     if missing:
-        raise ValueError(f"detectors {missing} are to be trained but not among the spec's names {list(names)}")
+        raise InputError(f"detectors {missing} are to be trained but not among the spec's names {list(names)}")
+
+
+def _check_learnable(manifest: Manifest, train: Sequence[str], val_fraction: float, seed: int,
+                     region: str | None = None) -> None:
+    """Refuse training rows too thin to learn from (one class; one subject when a val part is asked for)."""
+    if not train:
+        return
+    _, val_m = train_val_split(manifest, val_fraction, seed)
+    is_val = manifest.table["sample_id"].isin(val_m.table["sample_id"]) if val_m is not None else False
+    frame = manifest.table.assign(part=np.where(is_val, "val", "train"))
+    rows = f"{len(manifest)} rows" + (f" (region {region!r})" if region is not None else "")
+    check_learnable(frame, f"training {list(train)} on {rows} of {manifest.root / MANIFEST_FILE}",
+                    need_val=val_fraction > 0, val_hint="; val_fraction 0 (--val-fraction 0) trains without one")
 
 
 def train_detectors(out_dir: str | Path, manifest: Manifest, names: Sequence[str], train: Sequence[str], *,
@@ -63,7 +78,8 @@ def train_detectors(out_dir: str | Path, manifest: Manifest, names: Sequence[str
     Trained detectors start from their `base_spec` entry (GAM: fine-tuning) or from an explicit
     random init seeded with `seed` (source pre-training); `seed` also drives their training. A
     seeded `val_fraction` of subjects is held out for the detectors' own metrics. Detectors not in
-    `train` are listed with their base entry (or defaults). Uses exactly `threads` threads.
+    `train` are listed with their base entry (or defaults). Uses exactly `threads` threads. Callers refuse
+    rows too thin to learn from first (`_check_learnable`), before any other work.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +121,7 @@ def stored_detectors(store: ArtifactStore, manifest: Manifest, names: Sequence[s
                      val_fraction: float = 0.2, threads: int = 1, purpose: str = "pretrain") -> Path:
     """`train_detectors` into the artifact store: trained once per content key, shared by every caller after."""
     _check_names(manifest, names, train, None)
+    _check_learnable(manifest, train, val_fraction, seed)
     made_from = {"purpose": purpose, **_made_from(manifest, names, train, base_spec, epochs, seed, val_fraction)}
     base = load_spec(base_spec) if base_spec is not None else {}
     depends = tuple(sorted({f"detectors/{Path(c['weights']).parent.name}" for c in base.values()
@@ -121,7 +138,7 @@ def adapt_detectors(store: ArtifactStore, base_spec: SpecLike, train_rows: Manif
     test rows); returns the adapted detectors.yaml (a store entry) listing every detector of the base spec."""
     names = list(load_spec(base_spec))
     if not fine_tune:
-        raise ValueError(f"GAM: nothing to fine-tune among {names}")
+        raise InputError(f"GAM: nothing to fine-tune among {names}")
     return stored_detectors(store, train_rows, names, list(fine_tune), base_spec=base_spec, epochs=epochs,
                             seed=seed, val_fraction=0.0, threads=threads, purpose="gam")
 
@@ -138,6 +155,7 @@ def pretrain_detectors(manifest: Manifest, names: Sequence[str], out_dir: str | 
     _check_names(manifest, names, train, region)
     if region is not None:
         manifest = manifest.subset(manifest.table["region"] == region)
+    _check_learnable(manifest, train, val_fraction, seed, region)
     out_dir = Path(out_dir)
     made_from = {"region": region, **_made_from(manifest, names, train, base_spec, epochs, seed, val_fraction)}
     record = out_dir / MADE_FROM

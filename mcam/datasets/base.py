@@ -9,14 +9,12 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
+from mcam.faces import IMAGE_SUFFIXES, NO_FACE, UNREADABLE  # noqa: F401  (re-exported: one definition each)
 from mcam.labels import UnknownLabelError, to_canonical
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"})
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".avi", ".mp4", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv"})
 
-# Reject reasons (rejects.csv `reason` column).
-UNREADABLE = "unreadable"
-NO_FACE = "no_face"
+# Reject reasons (rejects.csv `reason` column); those of pixel data (unreadable, no_face, ...) are in mcam.faces.
 UNKNOWN_LABEL = "unknown_label"
 AMBIGUOUS_LABEL = "ambiguous_label"
 OUT_OF_SCOPE = "out_of_scope_label"
@@ -34,6 +32,7 @@ class Record:
     kind='image': `source` (or `image`, or a video frame) becomes the face crop; `frames`, when given, become its clip.
     kind='clip': `frames` (or the decoded video) become a frame folder, which is the row's path.
     `bbox` (pixels) or `bbox_pct` (percent of the frame) replace face detection; `cropped` skips it.
+    An empty `subject` makes the sample its own subject.
     """
 
     sample_id: str
@@ -52,6 +51,11 @@ class Record:
     group: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     origin: str | None = None  # where a reject of this record points (e.g. 'table.csv:row 7'); default: source
+    id_given: bool = False  # the dataset names the sample itself (a sample_id column): a repeat is a duplicate
+
+    def own_subject(self) -> str:
+        """The subject id, or the sample's own id where the dataset names no subject (each sample its own)."""
+        return self.subject or self.sample_id
 
 
 @dataclass(frozen=True)
@@ -97,8 +101,11 @@ class Adapter(ABC):
 
 
 def safe_id(*parts: object) -> str:
-    """A sample id that is also a safe file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(str(p) for p in parts)).strip("_")
+    """A sample id that is also a safe file name: letters and digits of any script, '.', '_' and '-' are kept.
+
+    Distinct inputs whose ids still coincide (`a b.png` and `a_b.png`) are told apart by `mcam prepare`.
+    """
+    return re.sub(r"[^\w.-]+", "_", "-".join(str(p) for p in parts)).strip("_")
 
 
 def image_files(folder: Path) -> list[Path]:

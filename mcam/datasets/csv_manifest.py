@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-import pandas as pd
-
 from mcam.datasets.base import BAD_ROW, MISSING_FILE, NO_LABEL, VIDEO_SUFFIXES, Adapter, Record, Reject, image_files, safe_id
+from mcam.errors import InputError
 from mcam.faces import parse_bbox
+from mcam.manifest import read_table
 
 KNOWN = ("path", "label", "subject", "split", "group", "bbox", "sample_id")
 
@@ -27,11 +27,12 @@ class CSVManifest(Adapter):
 
     def scan(self) -> Iterator[Record | Reject]:
         table_path = self.root / self.options["csv"]
-        table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
+        named = tuple(dict(self.options["columns"]).get(c, c) for c in ("path", "label"))
+        table = read_table(table_path, named, dtype=str, keep_default_na=False)
         table = table.rename(columns={v: k for k, v in dict(self.options["columns"]).items()})
         for column in ("path", "label"):
             if column not in table.columns:
-                raise ValueError(f"{table_path}: missing column {column!r} (rename with option columns)")
+                raise InputError(f"{table_path}: missing column {column!r} (rename with option columns)")
         extras = [c for c in table.columns if c not in KNOWN]
         for row_no, row in enumerate(table.to_dict("records")):
             source = f"{table_path.name}:row {row_no + 2}"
@@ -54,6 +55,7 @@ class CSVManifest(Adapter):
             sample_id = row.get("sample_id") or safe_id(self.name, Path(row["path"]).with_suffix(""))
             clip = path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES
             frames = image_files(path) if path.is_dir() else None
-            yield Record(sample_id, label, row.get("subject") or sample_id, str(path), kind="clip" if clip else "image",
+            yield Record(sample_id, label, row.get("subject") or "", str(path), kind="clip" if clip else "image",
                          frames=frames, video_clip=clip and frames is None, bbox=bbox, split=row.get("split") or None,
-                         group=row.get("group") or None, extra={c: row[c] for c in extras}, origin=source)
+                         group=row.get("group") or None, extra={c: row[c] for c in extras}, origin=source,
+                         id_given=bool(row.get("sample_id")))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mcam.faces import FaceError, HaarFaceFinder, crop
+from mcam.faces import NO_FACE, FaceError, HaarFaceFinder, crop
 
 Box = tuple[int, int, int, int]
 DETECTORS: tuple[str, ...] = ("haar", "mtcnn", "none")
@@ -88,13 +88,13 @@ def locate(image: np.ndarray, finder: HaarFinder | MTCNNFinder, source: str) -> 
     """The largest face in an image; FaceError naming the source when there is none."""
     faces = finder(image)
     if not faces:
-        raise FaceError(f"{source}: no face found")
+        raise FaceError(f"{source}: no face found", NO_FACE)
     return faces[0]
 
 
-def cut(image: np.ndarray, face: Face, margin: float) -> np.ndarray:
-    """Aligned square crop of a located face with a margin."""
-    return crop(align(image, face), square(face.box), margin)
+def cut(image: np.ndarray, face: Face, margin: float, source: str = "image") -> np.ndarray:
+    """Aligned square crop of a located face with a margin (FaceError as `mcam.faces.crop`)."""
+    return crop(align(image, face), square(face.box), margin, source)
 
 
 def pct_box(bbox_pct: tuple[float, float, float, float], shape: tuple[int, ...]) -> Box:

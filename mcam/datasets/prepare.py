@@ -1,7 +1,10 @@
 """Turn adapter records into a dataset folder: face crops, clip frame folders, manifest.csv and rejects.csv."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
+import logging
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,14 +16,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from mcam.datasets.base import MISSING_FRAME, NO_FACE, UNREADABLE, Adapter, Record, Reject
+from mcam.datasets.base import MISSING_FRAME, UNREADABLE, Adapter, Record, Reject
 from mcam.datasets.locate import Face, HaarFinder, MTCNNFinder, cut, locate, make_finder, pct_box, square
 from mcam.datasets.video import VideoError, frame_count, sample_indices, stream_frames
-from mcam.faces import FaceError, crop, read_rgb
+from mcam.errors import InputError
+from mcam.faces import MIN_CLIP_FRAMES, MIN_FACE_SIZE, FaceError, check_clip_extent, check_face, crop, read_rgb
 from mcam.io import atomic_output
 from mcam.labels import head_map
 from mcam.manifest import save_manifest
 from mcam.splits import assign_splits
+
+log = logging.getLogger(__name__)
 
 AUGMENTATIONS: tuple[str, ...] = ("rotate", "noise", "mono")
 REJECT_COLUMNS: tuple[str, ...] = ("source", "reason", "detail")
@@ -49,7 +55,12 @@ class PrepareOptions:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
         if unknown:
-            raise ValueError(f"unknown augmentations {unknown}; expected some of {AUGMENTATIONS}")
+            raise InputError(f"augment: unknown augmentations {unknown}; expected some of {AUGMENTATIONS}")
+        # crops under the minimum face size would all be rejected later by `mcam extract`
+        for name, value, minimum in (("size", self.size, MIN_FACE_SIZE), ("clip_size", self.clip_size, MIN_FACE_SIZE),
+                                     ("clip_frames", self.clip_frames, MIN_CLIP_FRAMES)):
+            if value < minimum:
+                raise InputError(f"{name}: {value} is under the minimum {minimum}")
 
 
 @dataclass
@@ -59,17 +70,12 @@ class Summary:
     samples: int = 0
     augmented: int = 0
     rejects: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)  # also logged
 
     def lines(self) -> list[str]:
         text = [f"samples: {self.samples} (+{self.augmented} augmented)", f"rejected: {sum(self.rejects.values())}"]
         text += [f"  {reason}: {count}" for reason, count in sorted(self.rejects.items())]
         return text
-
-
-class _Failed(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 def prepare(adapter: Adapter, out: str | Path, options: PrepareOptions, device: str | None = None,
@@ -93,21 +99,50 @@ def prepare(adapter: Adapter, out: str | Path, options: PrepareOptions, device: 
     _write_rejects(rejects, out / "rejects.csv")
     if not rows:
         raise RuntimeError(f"{adapter.name}: no sample survived ({len(rejects)} rejects, see {out / 'rejects.csv'})")
-    save_manifest(_split(pd.DataFrame(rows), options), out / "manifest.csv")
+    table = _split(pd.DataFrame(rows), options)
+    save_manifest(table, out / "manifest.csv")
     summary.rejects.update(r.reason for r in rejects)
+    crossing = subjects_across_splits(table)
+    if crossing:
+        shown = ", ".join(f"{subject} ({'/'.join(splits)})" for subject, splits in list(crossing.items())[:10])
+        more = f" and {len(crossing) - 10} more" if len(crossing) > 10 else ""
+        message = (f"{len(crossing)} subject(s) in more than one split (the same person in training and evaluation "
+                   f"inflates scores): {shown}{more}")
+        log.warning("%s: %s", adapter.name, message)
+        summary.warnings.append(message)
     return summary
 
 
+def subjects_across_splits(table: pd.DataFrame) -> dict[str, list[str]]:
+    """Subjects whose rows lie in more than one split, with those splits (sorted)."""
+    splits = table.dropna(subset=["split"]).groupby("subject")["split"].unique()
+    return {str(subject): sorted(map(str, values)) for subject, values in splits.items() if len(values) > 1}
+
+
 def _unique(items: Iterable[Record | Reject], worker: "_Worker") -> Iterator[Record | Reject]:
-    """Records whose sample_id came before become rejects (before anything is written for them)."""
-    seen: set[str] = set()
+    """Sample ids made unique before anything is written for them.
+
+    An id the dataset gave itself, or the same input seen again, is a duplicate (a reject); an id derived from
+    a name that coincides with another input's (`a b.png` and `a_b.png`, `x.png` and `x.jpg`) gets a short hash
+    of the input's path appended instead.
+    """
+    seen: dict[str, tuple] = {}
     for item in items:
         if isinstance(item, Record):
-            if item.sample_id in seen:
+            key = _input_key(item, worker)
+            if item.sample_id in seen and (item.id_given or seen[item.sample_id] == key):
                 item = Reject(worker.origin(item), DUPLICATE, f"sample_id {item.sample_id} seen before")
             else:
-                seen.add(item.sample_id)
+                if item.sample_id in seen:
+                    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:8]
+                    item = dataclasses.replace(item, sample_id=f"{item.sample_id}-{digest}")
+                seen[item.sample_id] = key
         yield item
+
+
+def _input_key(record: Record, worker: "_Worker") -> tuple:
+    """What makes an input distinct: its file (relative to the root) and frame; its table row for in-memory pixels."""
+    return worker.where(record.source), record.video_frame, record.origin if record.image is not None else None
 
 
 def _resolved(items: Iterable[Record | Reject], worker: "_Worker") -> Iterator[Reject | tuple[Record, list[dict]]]:
@@ -158,11 +193,11 @@ class _Worker:
             if record.kind == "clip":
                 folder = self._clip(record)
                 return record, [self._row(record, folder, folder)]
-            image = record.image if record.image is not None else self._read(record.source)
+            image = record.image if record.image is not None else read_rgb(record.source)
             face = self._face(image, record)
             clip = self._clip(record) if record.frames else None
             return record, self._image_rows(record, face, clip)
-        except _Failed as failed:
+        except FaceError as failed:
             return Reject(self.origin(record), failed.reason, str(failed))
 
     def video_frames(self, video: Path, records: list[Record]) -> Iterator[Reject | tuple[Record, list[dict]]]:
@@ -177,34 +212,27 @@ class _Worker:
                         continue
                     try:
                         yield record, self._image_rows(record, self._face(frame, record), None)
-                    except _Failed as failed:
+                    except FaceError as failed:
                         yield Reject(self.origin(record), failed.reason, f"{video.name} frame {index}: {failed}")
         except VideoError as err:
             for record in records:
                 yield Reject(self.origin(record), UNREADABLE, str(err))
 
-    def _read(self, path: str) -> np.ndarray:
-        try:
-            return read_rgb(path)
-        except FaceError as err:
-            raise _Failed(UNREADABLE, str(err)) from err
-
     def _face(self, image: np.ndarray, record: Record) -> np.ndarray:
-        """The face crop of an image, resized (and grayscaled) per the options."""
+        """The face crop of an image, resized (and grayscaled) per the options; FaceError when there is none."""
+        source = self.where(record.source)
+        check_face(image, source, "image")  # an image under the minimum face size holds no usable face
         if record.cropped or (self.finder is None and record.bbox is None and record.bbox_pct is None):
             face = image
         elif record.bbox is not None or record.bbox_pct is not None:
             box = record.bbox if record.bbox is not None else pct_box(record.bbox_pct, image.shape)
-            face = crop(image, square(box), 0.0)
+            face = crop(image, square(box), 0.0, source)
         else:
-            face = cut(image, self._locate(image, record.source), self.options.margin)
+            face = cut(image, self._locate(image, record.source), self.options.margin, source)
         return self._finish(face, self.options.size)
 
     def _locate(self, image: np.ndarray, source: str) -> Face:
-        try:
-            return locate(image, self.finder, self.where(source))
-        except FaceError as err:
-            raise _Failed(NO_FACE, str(err)) from err
+        return locate(image, self.finder, self.where(source))
 
     def _finish(self, face: np.ndarray, size: int) -> np.ndarray:
         if face.ndim == 2:
@@ -215,14 +243,16 @@ class _Worker:
     def _clip(self, record: Record) -> str:
         """Write the record's clip as a folder of cropped frames; its path relative to OUT."""
         frames = self._clip_frames(record)
+        source = self.where(record.source)
         if not frames:
-            raise _Failed(MISSING_FRAME, f"{self.where(record.source)}: no frames")
+            raise FaceError(f"{source}: no frames", MISSING_FRAME)
+        check_clip_extent(len(frames), min(f.shape[0] for f in frames), min(f.shape[1] for f in frames), source)
         size = self.options.clip_size
         if record.cropped or self.finder is None:
             crops = [self._finish(f, size) for f in frames]
         else:  # one face box (from the first frame) for the whole clip keeps the crop still
             face = self._locate(frames[0], record.source)
-            crops = [self._finish(cut(f, face, self.options.margin), size) for f in frames]
+            crops = [self._finish(cut(f, face, self.options.margin, source), size) for f in frames]
         folder = Path("clips") / record.sample_id
         (self.out / folder).mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(crops):
@@ -231,13 +261,13 @@ class _Worker:
 
     def _clip_frames(self, record: Record) -> list[np.ndarray]:
         if record.frames:
-            return [self._read(str(p)) for p in record.frames]
+            return [read_rgb(str(p)) for p in record.frames]
         if record.video_clip:
             wanted = sample_indices(frame_count(record.source), self.options.clip_frames)
             try:
                 return [f for _, f in stream_frames(record.source, wanted) if f is not None]
             except VideoError as err:
-                raise _Failed(UNREADABLE, str(err)) from err
+                raise FaceError(str(err), UNREADABLE) from err
         return []
 
     def _image_rows(self, record: Record, face: np.ndarray, clip: str | None) -> list[dict]:
@@ -255,7 +285,7 @@ class _Worker:
     def _row(self, record: Record, path: str, clip: str | None, sample_id: str | None = None) -> dict:
         size = self.options.clip_size if record.kind == "clip" else self.options.size
         row = {"sample_id": sample_id or record.sample_id, "path": path, "label": record.label,
-               "region": self.options.region, "dataset": self.adapter.name, "subject": self._subject(record.subject),
+               "region": self.options.region, "dataset": self.adapter.name, "subject": self._subject(record.own_subject()),
                "group": record.group or self.options.group, "split": record.split, "kind": record.kind,
                "bbox": f"0 0 {size} {size}", "clip": clip, "micro_clip": clip,
                "micro_label": self.micro.target(record.label)}

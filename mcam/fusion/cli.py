@@ -2,20 +2,27 @@
 from __future__ import annotations
 
 import copy
+import logging
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from jsonargparse import Namespace
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from mcam.errors import InputError
 from mcam.fusion.data import CueDataModule
 from mcam.fusion.ensemble import FusionEnsemble, replay_scalars
 from mcam.fusion.module import FusionModule, PredictionCSVWriter
 from mcam.io import write_atomic
+
+# "Seed set to N" on stderr before every run (and before a one-line error): the seed is in the run's config.yaml.
+logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
 
 TRAINER_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -49,6 +56,17 @@ class _CLI(LightningCLI):
         """The early_stopping, checkpoint and lr_monitor settings (as Lightning callbacks, or applied by the model)."""
         raise NotImplementedError
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse; a refused option or config value is an InputError (one line from `mcam`), not usage + exit."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise InputError(" ".join(str(err).split())) from err
+        command = self.config.get("subcommand")
+        ckpt_path = self.config[command].get("ckpt_path") if command else None
+        if ckpt_path not in (None, "best", "last", "hpc", "registry"):  # Lightning loads it next, with a traceback
+            check_checkpoint_file(ckpt_path)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         self.add_callback_groups(parser)
         parser.add_lightning_class_args(PredictionCSVWriter, "prediction_writer")
@@ -70,12 +88,12 @@ class _CLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {config.threads}")
+            raise InputError(f"threads must be >= 1, got {config.threads}")
         torch.set_num_threads(config.threads)
 
     def before_fit(self) -> None:
         if getattr(self.model.network, "needs_raw_cues", False) and self.datamodule.standardize:
-            raise ValueError(f"{type(self.model.network).__name__} reads detector probabilities: "
+            raise InputError(f"{type(self.model.network).__name__} reads detector probabilities: "
                              "set data.standardize: false (configs/model/late_average.yaml does)")
 
     def _keep_adapted_spec(self, folders: Sequence[Path]) -> None:
@@ -188,13 +206,50 @@ class SingleRunCLI(_CLI):
         self.trainer.predict(self.model, datamodule=self.datamodule, ckpt_path=best, return_predictions=False)
 
 
-def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True, per_run: bool = False) -> _CLI:
+def check_checkpoint_file(path: str | Path) -> None:
+    """InputError naming the file unless it is a readable Lightning checkpoint (Lightning would raise a traceback)."""
+    if not Path(path).is_file():
+        raise InputError(f"ckpt_path {path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # as Lightning loads it
+    except Exception as err:  # corrupt, truncated or not a torch file at all: torch raises many kinds
+        raise InputError(f"ckpt_path {path}: not a readable checkpoint ({' '.join(str(err).split())[:200]})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise InputError(f"ckpt_path {path}: not a Lightning checkpoint of a fusion model (no state_dict in it)")
+
+
+class _Parsed(Exception):
+    """Raised by _ParseOnlyCLI once the arguments are parsed: nothing gets instantiated."""
+
+
+class _ParseOnlyCLI(FusionCLI):
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        raise _Parsed
+
+
+def run_lightning_cli(argv: Sequence[str] | None = None, run: bool = True, per_run: bool = False,
+                      cli_class: type[_CLI] | None = None) -> _CLI:
     """Run (or, with run=False, only build) the fusion LightningCLI on `argv`; `per_run` runs the previous
     one-FusionModule-per-fit path instead of a FusionEnsemble."""
     if argv is not None and list(argv) == sys.argv[1:]:
         argv = None  # the same words as the command line: let LightningCLI read them (no double-args warning)
-    cli, module = (SingleRunCLI, FusionModule) if per_run else (FusionCLI, FusionEnsemble)
+    cli_class = cli_class or (SingleRunCLI if per_run else FusionCLI)
+    module = FusionModule if issubclass(cli_class, SingleRunCLI) else FusionEnsemble
     # the ensemble writes each member's best checkpoint itself: no Lightning checkpoint of the whole stack
-    defaults = TRAINER_DEFAULTS if per_run else {**TRAINER_DEFAULTS, "enable_checkpointing": False}
-    return cli(module, CueDataModule, args=None if argv is None else list(argv), run=run,
-               trainer_defaults=defaults, seed_everything_default=0, save_config_kwargs={"overwrite": True})
+    defaults = TRAINER_DEFAULTS if module is FusionModule else {**TRAINER_DEFAULTS, "enable_checkpointing": False}
+    try:
+        return cli_class(module, CueDataModule, args=None if argv is None else list(argv), run=run,
+                         trainer_defaults=defaults, seed_everything_default=0,
+                         save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False})
+    except MisconfigurationException as err:  # Lightning's word for a user setting it cannot honour (e.g. no GPU)
+        raise InputError(" ".join(str(err).split())) from err
+
+
+def check_arguments(argv: Sequence[str]) -> None:
+    """Parse `argv` (e.g. `fit --config ...`) as `run_lightning_cli` would, instantiating nothing: an InputError
+    naming the refused key, before any long work that would end in this run."""
+    try:
+        run_lightning_cli(list(argv), cli_class=_ParseOnlyCLI)
+    except _Parsed:
+        return

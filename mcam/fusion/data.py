@@ -1,4 +1,9 @@
-"""CueDataModule: cue tables of a manifest -> standardised in-memory tensors split train/val/test."""
+"""CueDataModule: cue tables of a manifest -> standardised in-memory tensors split train/val/test.
+
+What a fusion checkpoint must match (cue names and dims, the detectors' fingerprints, class names)
+and the training part's normalisation statistics travel with it as `cue_metadata()`; `check_cue_metadata`
+refuses other cues at predict time and `use_normalisation` reapplies the training statistics.
+"""
 from __future__ import annotations
 
 import functools
@@ -16,13 +21,16 @@ from torch.utils.data import WeightedRandomSampler
 
 from mcam.assets import resolve_path
 from mcam.cues.table import CueTable
+from mcam.errors import InputError
 from mcam.fusion.splits import SplitMode, assign_parts
 from mcam.fusion.subsets import parse_cues
 from mcam.labels import head_map
-from mcam.manifest import Manifest, load_manifest, validate
+from mcam.manifest import MANIFEST_FILE, Manifest, load_manifest, validate
+from mcam.splits import check_learnable
 from mcam.store import ArtifactStore, default_store_root
 
 PARTS = ("train", "val", "test")
+Stats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # cue -> (mean [D], divisor [D]) of the training part
 DEFAULT_DETECTORS = Path("configs/detectors/default.yaml")
 
 
@@ -81,6 +89,8 @@ class _Prepared:
     cue_labels: dict[str, list[str]]
     region_names: list[str]
     group_names: list[str]
+    tables: dict[str, CueTable]  # the cue tables x was built from (unscaled; the loaded ones, not copies)
+    stats: Stats | None  # the normalisation x was built with (None: raw cues)
 
 
 class CueDataModule(pl.LightningDataModule):
@@ -104,6 +114,8 @@ class CueDataModule(pl.LightningDataModule):
                  adaptation: Literal["lam", "gam"] = "lam", gam_epochs: int | None = None,
                  gam_seed: int = 0, threads: int = 1) -> None:
         super().__init__()
+        if batch_size < 0:
+            raise InputError(f"data.batch_size must be >= 1, or 0 for the whole part in one batch; got {batch_size}")
         self.save_hyperparameters()
         self.data_dir, self.cues, self.detectors, self.cue_dir = data_dir, cues, detectors, cue_dir
         self.store, self.cue_files = store, cue_files
@@ -175,6 +187,30 @@ class CueDataModule(pl.LightningDataModule):
             self._manifest = load_manifest(self.data_dir)
         return self._manifest
 
+    def cue_metadata(self) -> dict[str, object]:
+        """What a checkpoint trained on these cues must match, and the normalisation it was trained with."""
+        data = self._prepared()
+        return {"cue_dims": dict(data.cue_dims),
+                "fingerprints": {c: t.fingerprint for c, t in data.tables.items()},
+                "class_names": self.class_names, "target": self.target,
+                "normalisation": None if data.stats is None else {c: {"mean": m, "std": s}
+                                                                  for c, (m, s) in data.stats.items()}}
+
+    def describe(self) -> str:
+        """Where these cues come from, for messages: the manifest and the cue source."""
+        source = (f"cue_files {sorted(self.cue_files)}" if self.cue_files else f"cue_dir {self.cue_dir}" if self.cue_dir
+                  else "tables given to from_tables" if self._tables is not None
+                  else f"detectors {self.detectors or DEFAULT_DETECTORS}")
+        return f"{self._source()} with {source}"
+
+    def use_normalisation(self, normalisation: Mapping[str, Mapping[str, torch.Tensor]] | None) -> None:
+        """Rebuild the cue tensor with a checkpoint's training statistics (None: raw cues), not this data's own."""
+        data = self._prepared()
+        stats = None if normalisation is None else {
+            c: (torch.as_tensor(v["mean"]), torch.as_tensor(v["std"])) for c, v in normalisation.items()}
+        ids = data.frame["sample_id"].to_numpy()
+        data.x, data.stats = _matrix({c: data.tables[c].align(ids) for c in data.cue_dims}, stats), stats
+
     def metadata(self, rows: np.ndarray | torch.Tensor | None = None) -> pd.DataFrame:
         """Kept-row metadata (sample_id, region, subject, label, group, dataset, part), optionally for some rows."""
         frame = self._prepared().frame
@@ -183,6 +219,8 @@ class CueDataModule(pl.LightningDataModule):
     # --- Lightning hooks ---------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         self._prepared()
+        if stage == "fit":
+            self._check_learnable(self._prepared().frame)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -208,7 +246,8 @@ class CueDataModule(pl.LightningDataModule):
         tensors = self.part_tensors(part)
         n = len(tensors[0])
         if n == 0:
-            raise ValueError(f"the {part!r} part is empty; check the split spec")
+            raise InputError(f"{self._source()}: the {part!r} part is empty (split {self.split!r}); check the split "
+                             "options" + ("" if part != "test" else " or data.predict_split"))
         dataset = TensorDataset(*tensors)
         generator = torch.Generator().manual_seed(self.seed)
         shuffle = shuffle and not self.whole_parts
@@ -222,6 +261,21 @@ class CueDataModule(pl.LightningDataModule):
         size = n if self.batch_size <= 0 or self.whole_parts else min(self.batch_size, n)
         # batch_size=None + a batch sampler: TensorDataset is indexed with whole index tensors (no per-sample collate)
         return DataLoader(dataset, sampler=_IndexBatches(sampler, size, drop_last=False), batch_size=None)
+
+    def _source(self) -> str:
+        if self.data_dir is None:
+            return "the given manifest"
+        path = Path(self.data_dir)
+        return str(path / MANIFEST_FILE if path.is_dir() else path)
+
+    def _check_learnable(self, frame: pd.DataFrame) -> None:
+        """InputError before any training (GAM fine-tuning included) when the training part is too thin."""
+        classes = np.asarray(self.class_names, dtype=object)
+        labelled = frame.assign(label=classes[[head_map(self.target).index(x) for x in frame["label"]]])
+        hint = ("; hold out more subjects per region (split 'subject' draws val subjects from regions with 3 or "
+                "more; a larger data.val_fraction helps with 2), or give 'val' rows with split: manifest")
+        check_learnable(labelled, f"{self._source()} (split {self.split!r}, target {self.target!r})",
+                        need_val=True, val_hint=hint)
 
     def _prepared(self) -> _Prepared:
         if self._data is None:
@@ -249,28 +303,18 @@ class CueDataModule(pl.LightningDataModule):
         names = list(tables)
         aligned = [tables[c].align(frame["sample_id"].to_numpy()) for c in names]
         train = frame["part"].to_numpy() == "train"
-        blocks = [self._scaled(t.values.astype(np.float32), t.valid, train) for t in aligned]
+        stats = {c: _fit_stats(t.values.astype(np.float32), t.valid, train) for c, t in zip(names, aligned)} \
+            if self.standardize else None
         region_names = sorted(frame["region"].unique())
         group_names = sorted(frame["group"].unique())
         return _Prepared(
-            frame=frame, x=torch.from_numpy(np.concatenate(blocks, axis=1)),
+            frame=frame, x=_matrix(dict(zip(names, aligned)), stats),
             valid=torch.from_numpy(np.stack([t.valid for t in aligned], axis=1).astype(bool)),
             y=torch.tensor(y), region=torch.tensor(_codes(frame["region"], region_names)),
             group=torch.tensor(_codes(frame["group"], group_names)),
             cue_dims={c: t.dim for c, t in zip(names, aligned)},
             cue_labels={c: list(t.labels) for c, t in zip(names, aligned)},
-            region_names=region_names, group_names=group_names)
-
-    def _scaled(self, values: np.ndarray, valid: np.ndarray, train: np.ndarray) -> np.ndarray:
-        """Standardised with the mean/std of valid training rows; invalid rows are 0."""
-        values = values.copy()
-        if self.standardize:
-            fit_rows = values[train & valid]
-            if len(fit_rows):
-                mean, std = fit_rows.mean(axis=0), fit_rows.std(axis=0)
-                values = (values - mean) / np.where(std > 1e-6, std, 1.0)
-        values[~valid] = 0.0
-        return values.astype(np.float32)
+            region_names=region_names, group_names=group_names, tables=tables, stats=stats)
 
     def _cue_tables(self, frame: pd.DataFrame) -> dict[str, CueTable]:
         """The selected cues' tables (from_tables, cue_dir or the detectors through the cue store)."""
@@ -320,9 +364,61 @@ class CueDataModule(pl.LightningDataModule):
         trainable = [n for n, d in detectors.items() if getattr(d, "trainable", False)]
         if not trainable:
             raise ValueError(f"adaptation 'gam': none of the cues {list(detectors)} is trainable")
+        self._check_learnable(frame)  # fine-tuning is training: refuse thin data before it
         train_ids = frame.loc[frame["part"] == "train", "sample_id"]
         train = self.manifest.subset(self.manifest.table["sample_id"].isin(train_ids))
         self.adapted_spec = adapt_detectors(self._artifacts(), spec, train, trainable, epochs=self.gam_epochs,
                                             seed=self.gam_seed, threads=self.threads)
         rebuilt = build_detectors(self.adapted_spec)
         return {n: rebuilt[n] for n in trainable}
+
+
+def _fit_stats(values: np.ndarray, valid: np.ndarray, train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and divisor (std; 1 where ~0) of the valid training rows; (0, 1) when there are none."""
+    fit_rows = values[train & valid]
+    if not len(fit_rows):
+        return torch.zeros(values.shape[1]), torch.ones(values.shape[1])
+    mean, std = fit_rows.mean(axis=0), fit_rows.std(axis=0)
+    divisor = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+    return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(divisor)
+
+
+def _matrix(aligned: Mapping[str, CueTable], stats: Stats | None) -> torch.Tensor:
+    """The cue tensor [N, sum D]: each cue standardised with `stats` (None: as they are); invalid rows are 0."""
+    blocks = []
+    for cue, table in aligned.items():
+        values = table.values.astype(np.float32)  # a copy: the table's own values stay untouched
+        if stats is not None:
+            values = (values - stats[cue][0].numpy()) / stats[cue][1].numpy()
+        values[~table.valid] = 0.0
+        blocks.append(values.astype(np.float32, copy=False))
+    return torch.from_numpy(np.concatenate(blocks, axis=1))
+
+
+def check_cue_metadata(saved: Mapping[str, object], current: Mapping[str, object], checkpoint: str,
+                       data: str) -> None:
+    """InputError naming both sides when a checkpoint's cues (names, dims, order, detector fingerprints) or
+    classes differ from the data's: its weights would read other numbers as the cues it learnt."""
+    saved_dims, dims = dict(saved["cue_dims"]), dict(current["cue_dims"])
+    if saved_dims == dims and list(saved_dims) != list(dims):  # the same cues, another order of the cue blocks
+        raise InputError(f"{checkpoint} was trained on cues in the order {list(saved_dims)}; {data} gives "
+                         f"{list(dims)}: pass data.cues {','.join(saved_dims)} to keep the checkpoint's order")
+    if list(saved_dims.items()) != list(dims.items()):
+        raise InputError(f"{checkpoint} was trained on cues {_dims(saved_dims)}; {data} gives {_dims(dims)}: "
+                         "predict with the checkpoint's cue set (data.cues, the cue files) or fit on these cues")
+    if list(saved["class_names"]) != list(current["class_names"]):
+        raise InputError(f"{checkpoint} predicts classes {list(saved['class_names'])}; {data} has "
+                         f"{list(current['class_names'])} (data.target {current.get('target')!r}): use the "
+                         f"checkpoint's target {saved.get('target')!r}")
+    fingerprints = dict(current.get("fingerprints") or {})
+    saved_fps = dict(saved.get("fingerprints") or {})
+    differ = [c for c, fp in saved_fps.items() if c in fingerprints and fingerprints[c] != fp]
+    if differ:
+        shown = "; ".join(f"{c}: checkpoint {saved_fps[c]}, data {fingerprints[c]}" for c in differ)
+        raise InputError(f"{checkpoint} was trained on cues from other detector weights than {data} "
+                         f"(detector fingerprints {shown}): extract the cues with the checkpoint's detectors "
+                         "or fit on these cues")
+
+
+def _dims(dims: Mapping[str, int]) -> str:
+    return "[" + ", ".join(f"{c} ({d})" for c, d in dims.items()) + "]"

@@ -26,7 +26,7 @@ from torch.func import functional_call, vmap
 
 from mcam.determinism import seeded
 from mcam.fusion.metrics import accuracy, macro_f1
-from mcam.fusion.module import breakdown, log_figures
+from mcam.fusion.module import CUE_METADATA, CueCheckpoints, breakdown, log_figures
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]  # x, valid, y, region, group, row index
 
@@ -59,7 +59,7 @@ class _Member:
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
 
-class FusionEnsemble(pl.LightningModule):
+class FusionEnsemble(CueCheckpoints, pl.LightningModule):
     """Trains one fusion network per seed (class-weighted CE, Adam, LR on plateau, early stopping on val/loss).
 
     The data module gives whole parts as batches; each `training_step` is one epoch of minibatches of
@@ -313,10 +313,11 @@ class FusionEnsemble(pl.LightningModule):
         return {"state_dict": {f"network.{k}": v for k, v in self.member_state_dict(i).items()},
                 "seed": self.seeds[i], "epoch": state.best_epoch if state else None,
                 "stopped_epoch": state.stopped_epoch if state else None,
-                "pytorch-lightning_version": lightning.__version__}
+                "pytorch-lightning_version": lightning.__version__, CUE_METADATA: self._cue_metadata()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A member's checkpoint (network.* keys) loads into a stack of one."""
+        """A member's checkpoint (network.* keys, its cue metadata checked) loads into a stack of one."""
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
         if not any(k.startswith("network.") for k in state):
             return

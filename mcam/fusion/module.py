@@ -1,6 +1,7 @@
 """FusionModule: trains any fusion network (passed in) and logs metrics and cue weights by class/region/group."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -13,17 +14,57 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
+from mcam.errors import InputError
+from mcam.fusion.data import check_cue_metadata
 from mcam.fusion.figures import heatmap
 from mcam.fusion.metrics import accuracy, confusion, macro_f1, mean_by
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]  # x, valid, y, region, group, row index
+CUE_METADATA = "mcam_cues"  # checkpoint key: cue names/dims, detector fingerprints, normalisation, classes
 
 
-class FusionModule(pl.LightningModule):
+class CueCheckpoints:
+    """What a fusion checkpoint carries and checks: the cues' metadata (`CUE_METADATA`) of the data it was trained
+    on. Mixed into the LightningModules that train fusion networks (they have `network` and `class_names`)."""
+
+    def _datamodule(self) -> Any:
+        trainer = self._trainer
+        data = getattr(trainer, "datamodule", None) if trainer is not None else None
+        return data if hasattr(data, "cue_metadata") else None
+
+    def _cue_metadata(self) -> dict[str, Any]:
+        data = self._datamodule()
+        network = {"cue_dims": dict(self.network.cue_dims), "class_names": self.class_names}
+        return {**(data.cue_metadata() if data is not None else {}), **network}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CUE_METADATA] = self._cue_metadata()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint trained on other cues or classes (InputError naming both sides); reuse its training
+        normalisation statistics instead of this data's. An older checkpoint without them: a warning."""
+        trainer, data = self._trainer, self._datamodule()
+        path = f"checkpoint {getattr(trainer, 'ckpt_path', None) or '(given)'}"
+        where = data.describe() if data is not None else "this model's data"
+        saved = checkpoint.get(CUE_METADATA)
+        if saved is None:
+            warnings.warn(f"{path} has no cue metadata (saved by an older MCAM): its detector fingerprints and "
+                          "normalisation cannot be checked and the cues are standardised with this data's own "
+                          "statistics; refit to store them", UserWarning, stacklevel=2)
+            own = {f"network.{k}": v for k, v in self.network.state_dict().items()}
+            _check_shapes(checkpoint.get("state_dict", {}), own, path, where)
+            return
+        check_cue_metadata(saved, self._cue_metadata(), path, where)
+        if data is not None:
+            data.use_normalisation(saved.get("normalisation"))
+
+
+class FusionModule(CueCheckpoints, pl.LightningModule):
     """Class-weighted cross-entropy training of a fusion network with Adam and LR-on-plateau.
 
     Logs <split>/loss|acc|f1, per region/group acc and f1, mean cue weight per cue, per class and per
     region, and (TensorBoard) class x cue and region x cue weight heatmaps and a confusion matrix.
+    Checkpoints carry the cues' metadata (`CUE_METADATA`); loading one checks it against the data.
     """
 
     def __init__(self, network: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
@@ -177,6 +218,14 @@ def log_figures(loggers: Sequence[Any], figures: Mapping[str, Any], step: int, p
     for writer in writers:
         for tag, fig in drawn.items():
             writer.add_figure(tag, fig, global_step=step, close=False)
+
+
+def _check_shapes(saved: dict[str, Tensor], own: dict[str, Tensor], checkpoint: str, data: str) -> None:
+    """InputError when a checkpoint's weights do not fit this network (another cue set or class count)."""
+    for key, value in saved.items():
+        if key in own and tuple(value.shape) != tuple(own[key].shape):
+            raise InputError(f"{checkpoint} holds weights for other cues or classes than {data}: {key} is "
+                             f"{list(value.shape)} in the checkpoint, {list(own[key].shape)} for this data")
 
 
 def predictions_frame(outputs: Sequence[dict[str, Tensor]], metadata: Any, cue_names: Sequence[str],

@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from mcam.errors import InputError
+
 # The paper's cue letters -> detector registry names.
 ALIASES: dict[str, str] = {"f": "vgg", "u": "au", "i": "micro", "i+": "micro_plus", "a": "macro"}
 _ALL_BUT = re.compile(r"^(?:a|all)\s*(?:_\s*\{(?P<minus>[^}]*)\}|_(?P<single>-[\w+]+))?$", re.IGNORECASE)
@@ -30,7 +32,7 @@ def parse_cues(spec: str | Sequence[str] | None, available: Sequence[str]) -> li
             minus_text = match.group("minus") or match.group("single") or ""
             minus = [t for t in (s.strip() for s in minus_text.split(",")) if t]
             if any(not t.startswith("-") for t in minus):
-                raise ValueError(f"cue subset {spec!r}: every item after A_ must be '-<cue>', e.g. A_{{-i+,-u}}")
+                raise InputError(f"cue subset {spec!r}: every item after A_ must be '-<cue>', e.g. A_{{-i+,-u}}")
             dropped = [cue_name(t[1:]) for t in minus]
             _check(dropped, available, spec)
             return [c for c in available if c not in dropped]
@@ -38,12 +40,12 @@ def parse_cues(spec: str | Sequence[str] | None, available: Sequence[str]) -> li
     names = [cue_name(s) for s in spec]
     _check(names, available, spec)
     if len(set(names)) != len(names):
-        raise ValueError(f"cue subset {spec!r} names a cue twice")
+        raise InputError(f"cue subset {spec!r} names a cue twice")
     return names
 
 
 def _check(names: Sequence[str], available: Sequence[str], spec: object) -> None:
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise ValueError(f"cue subset {spec!r}: unknown cue(s) {unknown}; available: {list(available)} "
+        raise InputError(f"cue subset {spec!r}: unknown cue(s) {unknown}; available: {list(available)} "
                          f"(aliases: {', '.join(f'{k.upper()}={v}' for k, v in ALIASES.items())})")

@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from mcam.errors import InputError
 from mcam.splits import shuffled_subjects, subject_folds, subject_parts
 
 
@@ -116,6 +117,6 @@ def make_folds(protocol: str, table: pd.DataFrame, reserved: set[str], val_fract
     if only:
         unknown = set(only) - {f.name for f in folds}
         if unknown:
-            raise ValueError(f"unknown folds {sorted(unknown)}; folds: {[f.name for f in folds]}")
+            raise InputError(f"unknown folds {sorted(unknown)}; folds: {[f.name for f in folds]}")
         folds = [f for f in folds if f.name in only]
     return folds

@@ -37,6 +37,7 @@ from mcam.cues.extract import build_detectors, extract_cues
 from mcam.cues.pretrain import adapt_detectors, stored_detectors
 from mcam.cues.store import CueStore
 from mcam.cues.table import CueTable
+from mcam.errors import UserError
 from mcam.io import write_atomic
 from mcam.manifest import Manifest, load_manifest, save_manifest
 from mcam.store import ArtifactStore
@@ -58,11 +59,11 @@ PATH_COLUMNS = ("run_dir",)  # columns that name places, not results
 TIME_COLUMNS = ("seconds",)
 
 
-class SuiteMismatchError(RuntimeError):
+class SuiteMismatchError(UserError, RuntimeError):
     """An output folder whose results were made with other settings or data."""
 
 
-class SuiteLockedError(RuntimeError):
+class SuiteLockedError(UserError, RuntimeError):
     """Another process is running a suite into the same output folder."""
 
 

@@ -7,21 +7,45 @@ are errors naming the file and the field.
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Sequence, TypedDict
 
 import yaml
-from jsonargparse import ArgumentParser
 
-from mcam.assets import find_suite
+from mcam.assets import find_suite, load_yaml, parse_config
+from mcam.errors import InputError
 
 PROTOCOLS = ("loro", "cross", "kfold", "mixing", "ablation")
 Protocol = Literal["loro", "cross", "kfold", "mixing", "ablation"]
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A suite spec that cannot be used: unknown key, wrong type, unknown profile; the message names them."""
+
+
+class DataSpec(TypedDict, total=False):
+    """Where a suite's data comes from: one manifest folder (`dir`, rendered from `synth_config` when missing) or
+    several prepared folders merged (`dirs`)."""
+
+    dir: str
+    dirs: list[str]
+    synth_config: str | None
+    synth_seed: int
+
+
+class ProtocolArgs(TypedDict, total=False):
+    """Extra arguments of the protocols' fold makers (mcam.suites.protocols); each protocol takes some of them."""
+
+    column: str  # cross, mixing: the manifest column whose values are the domains (default region)
+    k: int  # kfold
+    base: str  # mixing
+    added: str  # mixing
+    fractions: list[float]  # mixing
+
+
+CueSubset = list[str] | str | None  # names, a subset spec like 'A_{-i+,-u}', or None = all
 
 
 @dataclass
@@ -30,7 +54,7 @@ class SuiteSpec:
 
     name: str = "loro"
     protocol: Protocol = "loro"
-    data: dict[str, Any] = field(default_factory=lambda: {
+    data: DataSpec = field(default_factory=lambda: {
         "dir": "data/synth", "synth_config": "configs/synth/default.yaml", "synth_seed": 1})
     source_region: str | None = "western_posed"  # LAM detectors are pre-trained on its train/val subjects
     detectors: list[str] = field(default_factory=lambda: ["vgg", "au", "micro", "micro_plus", "macro"])
@@ -43,7 +67,7 @@ class SuiteSpec:
     gam_epochs: int = 1
     models: list[str] = field(default_factory=lambda: ["attention", "concat", "static_weights", "late_average"])
     single_cue_models: list[str] = field(default_factory=lambda: ["lam"])  # modes that also get single-cue models
-    cue_sets: dict[str, Any] = field(default_factory=lambda: {"A": None})  # name -> cue subset spec (None = all)
+    cue_sets: dict[str, CueSubset] = field(default_factory=lambda: {"A": None})  # name -> cue subset spec (None = all)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # fusion seeds, per detector seed
     # LightningCLI config groups every fusion run starts from (then configs/model/<model>.yaml), as `mcam fit`
     fusion_configs: list[str] = field(default_factory=lambda: ["configs/trainer/default.yaml"])
@@ -54,7 +78,7 @@ class SuiteSpec:
     val_fraction: float = 0.2
     split_seed: int = 0  # seeds the subject-disjoint train/val/test assignment of the folds
     folds: list[str] | None = None  # restrict to these folds (e.g. held-out regions)
-    protocol_args: dict[str, Any] = field(default_factory=dict)
+    protocol_args: ProtocolArgs = field(default_factory=dict)  # type: ignore[assignment]
     min_test_subjects: int = 10  # a scored fold with fewer test subjects is an error
     store: str = "outputs/store"  # the content-addressed artifact store (detectors, cues, folds), shareable
     accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"  # fusion runs' device
@@ -65,14 +89,32 @@ class SuiteSpec:
         for name in ("detector_seeds", "seeds", "modes", "models", "detectors"):
             if not getattr(self, name):
                 raise SpecError(f"{name}: must not be empty")
-        for name in ("workers", "threads", "min_test_subjects", "gam_epochs"):
-            if getattr(self, name) < 1:
-                raise SpecError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("workers", "threads", "min_test_subjects", "gam_epochs", "max_epochs", "patience", "batch_size",
+                     "pretrain_epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SpecError(f"{name}: must be >= 1, got {value}")
+        for name in ("detector_seeds", "seeds"):
+            if any(seed < 0 for seed in getattr(self, name)):
+                raise SpecError(f"{name}: seeds must be >= 0, got {getattr(self, name)}")
+        if not ("dir" in self.data) ^ ("dirs" in self.data):
+            raise SpecError(f"data: give either dir or dirs, got {dict(self.data)}")
+        self._check_protocol_args()
         if not 0 <= self.val_fraction < 1:
             raise SpecError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
         unknown = sorted(set(self.pretrain) - set(self.detectors))
         if unknown:
             raise SpecError(f"pretrain: {unknown} not among detectors {self.detectors}")
+
+    def _check_protocol_args(self) -> None:
+        from mcam.suites.protocols import PROTOCOL_FOLDS
+
+        maker = inspect.signature(PROTOCOL_FOLDS[self.protocol])
+        taken = [n for n, p in list(maker.parameters.items())[4:] if p.kind is not p.VAR_KEYWORD]
+        unknown = sorted(set(self.protocol_args) - set(taken))
+        if unknown:
+            raise SpecError(f"protocol_args: {unknown} not used by protocol {self.protocol!r}; "
+                            f"it takes {taken or 'none'}")
 
     @property
     def fine_tuned(self) -> list[str]:
@@ -83,7 +125,7 @@ class SuiteSpec:
     def load(cls, path: str | Path, profile: str | None = None, overrides: Sequence[str] = ()) -> "SuiteSpec":
         """Read a spec YAML; a named profile's overrides are merged on top, then command-line `overrides`
         (`--seeds '[0,1]'`, `--data.dir X`)."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = load_yaml(path, error=SpecError) or {}
         if not isinstance(data, dict):
             raise SpecError(f"{path}: expected a mapping of spec fields")
         profiles = data.pop("profiles", {}) or {}
@@ -91,17 +133,7 @@ class SuiteSpec:
             if profile not in profiles:
                 raise SpecError(f"{path}: no profile {profile!r}; profiles: {sorted(profiles)}")
             data = _merge(data, profiles[profile])
-        parser = ArgumentParser(exit_on_error=False, prog="mcam bench")
-        parser.add_class_arguments(cls)
-        try:
-            namespace = parser.parse_object(data)
-            if overrides:
-                namespace = parser.parse_args(list(overrides), namespace=namespace)
-            return cls(**namespace.as_dict())
-        except SpecError as err:
-            raise SpecError(f"{path}: {err}") from None
-        except Exception as err:  # jsonargparse's ArgumentError: names the key and the expected type
-            raise SpecError(f"{path}: {' '.join(str(err).split())}") from None
+        return parse_config(cls, data, path, list(overrides), error=SpecError)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +147,47 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def check_environment(spec: SuiteSpec, source: str | Path) -> None:
+    """What a spec needs from this machine and from its other files, checked before any work: the device,
+    the detectors, the data folders, the fusion config files and every model's fusion arguments (an option
+    in `fusion_overrides` that LightningCLI would refuse after the detectors are trained)."""
+    import tempfile
+
+    from mcam.assets import resolve_path
+    from mcam.detector import check_device
+    from mcam.fusion.cli import check_arguments
+    from mcam.registry import detector_class
+    from mcam.suites.runner import FusionJob, fusion_configs, run_arguments
+
+    if spec.accelerator in ("gpu", "cuda"):
+        check_device("cuda", f"{source}: accelerator")
+    for name in dict.fromkeys(spec.detectors):
+        detector_class(name)
+    for folder in spec.data.get("dirs", []):
+        if not (Path(folder) / "manifest.csv").is_file():
+            raise SpecError(f"{source}: data.dirs: {folder}/manifest.csv not found (prepare it with `mcam prepare`)")
+    if "dir" in spec.data and not (Path(spec.data["dir"]) / "manifest.csv").is_file():
+        if not spec.data.get("synth_config"):
+            raise SpecError(f"{source}: data.dir: {spec.data['dir']}/manifest.csv not found and no synth_config")
+        resolve_path(spec.data["synth_config"])
+    models = [*spec.models, *(["single_cue"] if set(spec.single_cue_models) & set(spec.modes) else [])]
+    with tempfile.TemporaryDirectory(prefix="mcam-check-") as scratch:
+        for model in dict.fromkeys(models):
+            try:
+                configs = fusion_configs(spec, model)
+            except FileNotFoundError as err:
+                raise SpecError(f"{source}: models: no fusion model {model!r} ({err})") from None
+            run = RunSpec("check", spec.modes[0], model, "A", (spec.detectors[0],), 0, 0)
+            job = FusionJob(run, "held_out", Path(scratch), (), (), Path(scratch), spec)
+            arguments = Path(scratch) / "run_args.yaml"
+            arguments.write_text(yaml.safe_dump(run_arguments(job, Path(scratch))))
+            try:
+                check_arguments(["fit", *(a for c in [*configs, arguments] for a in ("--config", str(c)))])
+            except InputError as err:
+                raise SpecError(f"{source}: fusion run of model {model!r} (fusion_configs, fusion_overrides, "
+                                f"max_epochs, patience, batch_size): {err}") from None
 
 
 def resolve_suite(suite: str, config: str | None = None) -> Path:

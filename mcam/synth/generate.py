@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import cv2
 import numpy as np
@@ -14,13 +14,13 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
-from mcam.assets import resolve_path
-from mcam.io import atomic_output, write_atomic
+from mcam.assets import load_yaml, parse_config, resolve_path
+from mcam.io import atomic_output, ensure_writable, write_atomic
 from mcam.labels import CANONICAL, head_map
 from mcam.manifest import save_manifest
 from mcam.splits import assign_splits
 from mcam.synth.mesh import AU_NAMES, load_mesh_model
-from mcam.synth.regions import Region, Subject
+from mcam.synth.regions import Region, RegionConfigError, Subject
 from mcam.synth.render import FaceRenderer, RenderParams
 
 # Relative: the file under the working directory if there is one, else the packaged config (mcam.assets.resolve_path).
@@ -28,6 +28,52 @@ DEFAULT_CONFIG = "configs/synth/default.yaml"
 # Intensity envelopes over the frames of a clip (scaled to the clip length).
 SEQUENCE_ENVELOPE = np.array([0.0, 0.33, 0.67, 1.0, 1.0, 0.67, 0.33, 0.0])  # neutral -> apex -> offset
 MICRO_ENVELOPE = np.array([0.0, 0.0, 0.5, 1.0, 1.0, 0.5, 0.0, 0.0])  # brief onset/offset
+
+
+class ClipsConfig(TypedDict, total=False):
+    """Which clips to render per sample, and their shape."""
+
+    sequence: bool  # a neutral -> apex -> offset clip (`clip` column)
+    micro: bool  # a low-intensity brief clip (`micro_clip` column)
+    frames: int
+    size: int
+    micro_gain: list[float]  # [low, high] of the micro clip's AU gain
+
+
+class SplitFractions(TypedDict, total=False):
+    """Subject fractions per region held out for validation and test (the rest trains)."""
+
+    val: float
+    test: float
+
+
+@dataclass(frozen=True)
+class SynthConfigFile:
+    """The schema of a synth config YAML (configs/synth/*.yaml): unknown keys and wrong types are refused."""
+
+    regions: list[str]  # region YAML files, relative to the config's folder
+    subjects_per_region: int
+    samples_per_emotion: int
+    image_size: int
+    skin_tones: dict[str, list[float]]  # group -> RGB in [0, 1]
+    clips: ClipsConfig = field(default_factory=lambda: ClipsConfig())
+    splits: SplitFractions | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("subjects_per_region", "samples_per_emotion", "image_size"):
+            check_count(name, getattr(self, name))
+        for name in ("frames", "size"):
+            if name in self.clips:
+                check_count(f"clips.{name}", self.clips[name])
+        if not self.regions:
+            raise RegionConfigError("regions: must list at least one region file")
+
+
+def check_count(name: str, value: int) -> int:
+    """`value` when it is a count >= 1; RegionConfigError naming `name` otherwise."""
+    if value < 1:
+        raise RegionConfigError(f"{name}: must be >= 1, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -44,17 +90,21 @@ class SynthConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, subjects_per_region: int | None = None) -> "SynthConfig":
+        """The config file, checked (SynthConfigFile), its region files read; `subjects_per_region` overrides."""
         path = resolve_path(path)
-        data = yaml.safe_load(path.read_text())
+        data = parse_config(SynthConfigFile, load_yaml(path, RegionConfigError), path, error=RegionConfigError)
         regions = [Region.from_yaml(resolve_path(r, base=path.parent, asset_base="configs/synth"))
-                   for r in data["regions"]]
+                   for r in data.regions]
         names = [r.name for r in regions]
         if len(set(names)) != len(names):
-            raise ValueError(f"{path}: duplicate region names {names}")
-        return cls(regions, int(subjects_per_region or data["subjects_per_region"]), int(data["samples_per_emotion"]),
-                   int(data["image_size"]), dict(data.get("clips", {})),
-                   {"val": 0.15, "test": 0.15, **dict(data.get("splits") or {})},
-                   dict(data["skin_tones"]))
+            raise RegionConfigError(f"{path}: duplicate region names {names}")
+        groups = sorted({g for r in regions for g in r.subjects["groups"]} - set(data.skin_tones))
+        if groups:
+            raise RegionConfigError(f"{path}: skin_tones lacks groups {groups} that the regions use")
+        count = data.subjects_per_region if subjects_per_region is None else check_count(
+            "subjects_per_region (--subjects-per-region)", subjects_per_region)
+        return cls(regions, count, data.samples_per_emotion, data.image_size, dict(data.clips),
+                   {"val": 0.15, "test": 0.15, **dict(data.splits or {})}, dict(data.skin_tones))
 
 
 def _envelope(base: np.ndarray, frames: int) -> np.ndarray:
@@ -155,8 +205,7 @@ def generate(out_dir: str | Path, config_path: str | Path = DEFAULT_CONFIG, seed
              subjects_per_region: int | None = None, workers: int | None = None, progress: bool = True) -> Path:
     """Render the dataset into out_dir; returns the manifest path. Deterministic for (config, seed)."""
     config = SynthConfig.from_yaml(config_path, subjects_per_region)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable(out_dir, "synth output folder")
     jobs = [(config, r, s, seed, str(out)) for r in range(len(config.regions)) for s in range(config.subjects_per_region)]
     workers = workers or os.cpu_count() or 1
     load_mesh_model()  # once, before forking: workers inherit it

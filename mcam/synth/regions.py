@@ -1,20 +1,82 @@
 """Regions as display rules + capture conditions (YAML), and the sampling of AU vectors and render params from them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
-import yaml
 
+from mcam.assets import load_yaml, parse_config
+from mcam.errors import InputError
 from mcam.labels import CANONICAL
 from mcam.synth.mesh import AU_NAMES
 from mcam.synth.render import FaceShape, RenderParams
 
 
-class RegionConfigError(ValueError):
-    """A region YAML that breaks the schema; names the file and key."""
+class RegionConfigError(InputError):
+    """A synth config or region YAML that breaks the schema; names the file and key."""
+
+
+class MeanSd(TypedDict):
+    mean: float
+    sd: float
+
+
+class MaskSmile(TypedDict):
+    """A smile (AU12) masking some emotions' displays with some probability."""
+
+    emotions: list[str]
+    probability: float
+    AU12: float
+
+
+class DisplayRules(TypedDict, total=False):
+    """How a region shows emotions: per-emotion AU prototypes and how they vary."""
+
+    prototypes: dict[str, dict[str, float] | None]  # emotion -> {AU: intensity}
+    intensity: MeanSd
+    au_jitter_sd: float
+    au_dropout: float
+    spontaneous_aus: float
+    emotion_gain: dict[str, float]
+    mask_smile: MaskSmile
+
+
+class Capture(TypedDict, total=False):
+    """Capture conditions: [low, high] ranges drawn per sample, backgrounds, grayscale share."""
+
+    yaw: list[float]
+    pitch: list[float]
+    roll: list[float]
+    light_azimuth: list[float]
+    light_elevation: list[float]
+    ambient: list[float]
+    noise_sd: list[float]
+    blur_sigma: list[float]
+    effective_resolution: list[int]
+    grayscale_fraction: float
+    background: list[list[float]]
+
+
+class SubjectMix(TypedDict, total=False):
+    """Who lives in a region: skin-tone group shares, expressiveness, face-shape spread."""
+
+    groups: dict[str, float]
+    expressiveness: MeanSd
+    shape_sd: float
+
+
+@dataclass(frozen=True)
+class RegionFile:
+    """The schema of a region YAML (configs/synth/regions/*.yaml): unknown keys and wrong types are refused."""
+
+    name: str
+    display_rules: DisplayRules
+    capture: Capture
+    subjects: SubjectMix
+    description: str = ""
+    references: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -41,11 +103,13 @@ class Region:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Region":
         path = Path(path)
-        data = yaml.safe_load(path.read_text())
-        for key in ("name", "display_rules", "capture", "subjects"):
-            if key not in data:
-                raise RegionConfigError(f"{path}: missing key {key!r}")
-        prototypes = data["display_rules"].get("prototypes", {})
+        data = load_yaml(path, RegionConfigError)
+        if isinstance(data, dict):
+            for key in ("name", "display_rules", "capture", "subjects"):
+                if key not in data:
+                    raise RegionConfigError(f"{path}: missing key {key!r}")
+        region = parse_config(RegionFile, data, path, error=RegionConfigError)
+        prototypes = region.display_rules.get("prototypes", {})
         missing = [e for e in CANONICAL if e not in prototypes]
         if missing:
             raise RegionConfigError(f"{path}: display_rules.prototypes lacks emotions {missing}")
@@ -53,7 +117,9 @@ class Region:
             unknown = [a for a in (aus or {}) if a not in AU_NAMES]
             if unknown:
                 raise RegionConfigError(f"{path}: prototype {emotion!r} uses unknown AUs {unknown}; known {AU_NAMES}")
-        return cls(data["name"], data["display_rules"], data["capture"], data["subjects"])
+        if not region.subjects.get("groups") or min(region.subjects["groups"].values()) < 0:
+            raise RegionConfigError(f"{path}: subjects.groups must give each skin-tone group a share >= 0")
+        return cls(region.name, dict(region.display_rules), dict(region.capture), dict(region.subjects))
 
     def prototype(self, emotion: str) -> np.ndarray:
         """The emotion's AU prototype as a vector in AU_NAMES order."""
