@@ -25,7 +25,7 @@ from mcam.cues.table import CueTable
 from mcam.labels import CANONICAL
 from mcam.manifest import load_manifest, save_manifest
 
-MODELS = ("attention", "concat", "static_weights", "late_average")
+MODELS = ("attention", "attention_paper", "concat", "static_weights", "late_average")
 SHAPES = {"vgg": 2752, "au": 24, "micro": 3, "micro_plus": 4, "macro": 7}
 
 

@@ -22,3 +22,17 @@ def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_synth")
     generate(out, TINY_CONFIG, seed=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def cue_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy fusion manifest (tests/fusion_toy.py) and its cue tables as <cue>.npz under cues/."""
+    from fusion_toy import toy_manifest, toy_tables
+    from mcam.manifest import save_manifest
+
+    root = tmp_path_factory.mktemp("cues")
+    manifest = toy_manifest()
+    save_manifest(manifest, root / "manifest.csv")
+    for name, table in toy_tables(manifest).items():
+        table.save(root / "cues" / f"{name}.npz")
+    return root

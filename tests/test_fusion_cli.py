@@ -12,20 +12,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fusion_toy import toy_manifest, toy_tables
 from mcam.cli.main import main
 from mcam.fusion.data import CueDataModule
-from mcam.manifest import load_manifest, save_manifest
+from mcam.manifest import load_manifest
 
 torch.set_num_threads(1)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.fixture(scope="module")
-def cue_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cues")
-    manifest = toy_manifest()
-    save_manifest(manifest, root / "manifest.csv")
-    for name, table in toy_tables(manifest).items():
-        table.save(root / "cues" / f"{name}.npz")
-    return root
 
 
 def _fit_args(root: Path, runs: Path, *extra: str) -> list[str]:

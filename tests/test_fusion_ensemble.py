@@ -15,20 +15,9 @@ from mcam.fusion.data import CueDataModule
 from mcam.fusion.ensemble import FusionEnsemble
 from mcam.fusion.module import FusionModule
 from mcam.fusion.networks import AttentionFusion
-from mcam.manifest import save_manifest
 
 torch.set_num_threads(1)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.fixture(scope="module")
-def cue_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cues")
-    manifest = toy_manifest()
-    save_manifest(manifest, root / "manifest.csv")
-    for name, table in toy_tables(manifest).items():
-        table.save(root / "cues" / f"{name}.npz")
-    return root
 
 
 def _fit(root: Path, save_dir: Path, *extra: str, config: Path | None = None) -> None:
@@ -55,8 +44,8 @@ def test_a_member_of_a_stack_is_the_single_run_of_its_seed(cue_data: Path, tmp_p
     assert (tmp_path / "again" / "predictions.csv").read_bytes() == (member / "predictions.csv").read_bytes()
     scalars = EventAccumulator(str(member)).Reload().Tags()["scalars"]
     assert {"val/loss", "val/acc", "train/f1", "test/acc", "val/weight/macro"} <= set(scalars)
-    stack_scalars = EventAccumulator(str(tmp_path / "stack")).Reload().Tags()["scalars"]
-    assert {"seed4/val/loss", "seed7/val/acc", "seed9/val/weight/vgg"} <= set(stack_scalars)
+    for seed in (4, 9):  # every member's scalars in its own folder (the stack's own folder holds none of them)
+        assert "val/weight/vgg" in EventAccumulator(str(tmp_path / "stack" / f"seed{seed}")).Reload().Tags()["scalars"]
     state = torch.load(member / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     data = CueDataModule(data_dir=str(cue_data), cue_dir=str(cue_data / "cues"))
     network = AttentionFusion(data.cue_dims, data.num_classes, class_names=data.class_names)

@@ -11,6 +11,7 @@ from fusion_toy import toy_manifest, toy_tables
 from mcam.fusion.api import train_fusion
 from mcam.fusion.data import CueDataModule
 from mcam.fusion.networks import NETWORKS, LateFusionAverage, class_probability_map, masked_softmax
+from mcam.fusion.predictions import Predictions
 from mcam.fusion.subsets import parse_cues
 
 torch.set_num_threads(1)
@@ -126,11 +127,14 @@ def test_masked_cue_gets_zero_weight_in_training_and_prediction() -> None:
     result = train_fusion(toy_tables(manifest, au_invalid=0.4), manifest, model="attention", max_epochs=3,
                           accelerator="cpu")
     tables_valid = toy_tables(manifest, au_invalid=0.4)["au"].align(result.predictions["sample_id"]).valid
-    predictions = result.predictions
-    assert (~tables_valid).any() and (predictions.loc[~tables_valid, "weight_au"] == 0).all()
-    assert (predictions.loc[tables_valid, "weight_au"] > 0).all()
-    assert np.allclose(predictions.filter(like="weight_").sum(1), 1.0, atol=1e-5)
-    assert np.allclose(predictions.filter(like="prob_").sum(1), 1.0, atol=1e-5)
+    predictions, weights = result.predictions, result.predictions.weights
+    assert isinstance(predictions, Predictions) and predictions.classes == list(result.data.class_names)
+    assert (~tables_valid).any() and (weights.loc[~tables_valid, "au"] == 0).all()
+    assert (weights.loc[tables_valid, "au"] > 0).all()
+    assert np.allclose(weights.sum(1), 1.0, atol=1e-5)
+    assert np.allclose(predictions.probabilities.sum(1), 1.0, atol=1e-5)
+    by_region = result.weights_by("region")
+    assert list(by_region.columns) == predictions.cues and np.allclose(by_region.sum(1), 1.0, atol=1e-5)
     assert result.metrics["test/acc"] >= 0 and "test/weight_region/east_asian/au" in result.metrics
 
 
@@ -139,7 +143,7 @@ def test_api_trains_baselines_and_single_cue() -> None:
     tables = toy_tables(manifest)
     late = train_fusion(tables, manifest, model="late_average", max_epochs=2, accelerator="cpu")
     assert late.metrics["test/acc"] > 0.6  # macro probabilities are informative in the toy cues
-    assert (late.predictions["weight_vgg"] == 0).all()
+    assert (late.predictions.weights["vgg"] == 0).all()
     single = train_fusion(tables, manifest, model="single_cue", network_args={"cue": "macro"}, max_epochs=2,
                           accelerator="cpu")
-    assert (single.predictions["weight_macro"] == 1).all()
+    assert (single.predictions.weights["macro"] == 1).all()

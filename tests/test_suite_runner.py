@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mcam.cli.main import main
 from mcam.cues.table import CueTable
+from mcam.fusion.predictions import Predictions
 from mcam.labels import CANONICAL
 from mcam.manifest import Manifest, validate
 from mcam.suites import runner as runner_module
@@ -170,3 +172,61 @@ def test_fit_config_of_a_suite_run_reproduces_its_predictions(tmp_path: Path, mo
     assert main(["fit", "--config", str(run_dir / "config.yaml"),
                  "--trainer.logger.init_args.save_dir", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "predictions.csv").read_bytes() == (run_dir / "predictions.csv").read_bytes()
+
+
+def _garble_region(files: dict[str, Path], table: pd.DataFrame, region: str) -> None:
+    """Replace one region's cue values by large noise (the test region: nothing trained or selected may change)."""
+    rows = table["region"].to_numpy() == region
+    rng = np.random.default_rng(1)
+    for path in files.values():
+        cue = CueTable.load(path)
+        index = pd.Index(cue.sample_ids)
+        values = cue.values.copy()
+        values[index.get_indexer(table.loc[rows, "sample_id"])] = rng.normal(0, 100, (rows.sum(), cue.dim))
+        CueTable(cue.detector, cue.fingerprint, cue.sample_ids, cue.labels, values.astype(np.float32),
+                 cue.valid).save(path)
+
+
+@pytest.mark.parametrize("selection", ["in_domain", "leave_one_source_region_out"])
+def test_the_test_region_is_never_read_during_selection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         selection: str) -> None:
+    """Early stopping (and what selection reads: validation scores, best epochs, the kept weights) is the same
+    whatever the test region's cues hold; only the test predictions change."""
+    import torch
+
+    table = _toy_manifest()
+    spec = _spec(selection=selection, folds=["r1"], models=["attention"], seeds=[0, 1], max_epochs=4)
+    outs = {}
+    for name in ("clean", "garbled"):
+        folder = tmp_path / name
+        folder.mkdir()
+        _patch(monkeypatch, table, folder)
+        if name == "garbled":
+            _garble_region({n: folder / f"{n}.npz" for n in ("au", "macro")}, table, "r1")
+        runner_module.run_suite(spec, folder / "out", progress=False)
+        outs[name] = folder / "out"
+    results = {name: pd.read_csv(out / "results.csv") for name, out in outs.items()}
+    selected = ["val_loss", "val_acc", "best_epoch", "epochs"]
+    pd.testing.assert_frame_equal(results["clean"][selected], results["garbled"][selected])
+    assert not results["clean"]["accuracy"].equals(results["garbled"]["accuracy"]) or not all(
+        (outs["clean"] / d / "predictions.csv").read_bytes() == (outs["garbled"] / d / "predictions.csv").read_bytes()
+        for d in results["clean"]["run_dir"])
+    checkpoints = sorted(p.relative_to(outs["clean"]) for p in outs["clean"].rglob("best.ckpt"))
+    assert len(checkpoints) == (2 if selection == "in_domain" else 4)  # one per seed (x held-out training region)
+    for path in checkpoints:
+        clean, garbled = (torch.load(outs[n] / path, weights_only=True)["state_dict"] for n in ("clean", "garbled"))
+        assert all(torch.equal(clean[k], garbled[k]) for k in clean)
+    if selection == "leave_one_source_region_out":  # each training region held out in turn; the run averages them
+        run = outs["clean"] / results["clean"]["run_dir"].iloc[0]
+        variants = [Predictions.read_csv(run / f"val-{r}" / "predictions.csv") for r in ("r2", "r3")]
+        combined = Predictions.read_csv(run / "predictions.csv")
+        np.testing.assert_allclose(combined.probabilities.to_numpy(),
+                                   (variants[0].probabilities.to_numpy() + variants[1].probabilities.to_numpy()) / 2,
+                                   atol=1e-6)
+        for region, variant in zip(("r2", "r3"), variants):
+            fold = pd.read_csv(Path(yaml.safe_load((run / f"val-{region}" / "config.yaml").read_text())["data"]
+                                    ["data_dir"]) / "manifest.csv")
+            assert set(fold.loc[fold["split"] == "val", "region"]) == {region}
+            assert set(fold.loc[fold["split"] == "test", "region"]) == {"r1"}
+            assert "r1" not in set(fold.loc[fold["split"] == "train", "region"])
+        assert "leave_one_source_region_out" in (outs["clean"] / "report.md").read_text()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -10,14 +9,15 @@ from typing import Any, Mapping
 import lightning.pytorch as pl
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from mcam.cues.table import CueTable
 from mcam.fusion.data import CueDataModule
-from mcam.fusion.module import FusionModule, predictions_frame
+from mcam.fusion.ensemble import FusionEnsemble
+from mcam.fusion.module import predictions_frame
 from mcam.fusion.networks import NETWORKS
+from mcam.fusion.predictions import Predictions
 from mcam.manifest import Manifest
 
 ModelSpec = str | Mapping[str, Any] | nn.Module
@@ -27,16 +27,16 @@ ModelSpec = str | Mapping[str, Any] | nn.Module
 class FusionResult:
     """One trained fusion model: test predictions (probs + cue weights per sample), test metrics, files."""
 
-    predictions: pd.DataFrame
+    predictions: Predictions
     metrics: dict[str, float]
     checkpoint: Path | None
     run_dir: Path | None
-    module: FusionModule
+    module: FusionEnsemble
     data: CueDataModule
 
     def weights_by(self, column: str = "region") -> pd.DataFrame:
-        """Mean cue weight per value of a predictions column (region, label, group, ...)."""
-        return self.predictions.groupby(column)[[c for c in self.predictions if c.startswith("weight_")]].mean()
+        """Mean cue weight (columns: cues) per value of a predictions column (region, label, group, ...)."""
+        return self.predictions.weights_by(column)
 
 
 def _network_class(model: ModelSpec) -> type:
@@ -65,8 +65,9 @@ def train_fusion(cue_tables: Mapping[str, CueTable], manifest: Manifest | pd.Dat
                  seed: int = 0, log_dir: str | Path | None = None, lr: float = 1e-3, batch_size: int = 256,
                  patience: int = 10, target: str = "canonical7", balance: str = "weights",
                  accelerator: str = "auto", progress: bool = False, log_images: bool = False,
-                 network_args: Mapping[str, Any] | None = None) -> FusionResult:
-    """Train and test one fusion model (early stopping on val loss, best weights restored).
+                 network_args: Mapping[str, Any] | None = None, weight_decay: float = 0.0) -> FusionResult:
+    """Train and test one fusion model (early stopping on val loss, best weights restored) with the trainer of
+    `mcam fit` and the suites (a FusionEnsemble of one member).
 
     `split` holds CueDataModule split arguments, e.g. {'split': 'regions', 'test_regions': ['east_asian']}.
     With `log_dir` the run keeps TensorBoard events and its checkpoint there; without, nothing is written.
@@ -76,24 +77,23 @@ def train_fusion(cue_tables: Mapping[str, CueTable], manifest: Manifest | pd.Dat
     data = CueDataModule.from_tables(cue_tables, manifest, cues=cues, seed=seed, target=target, balance=balance,
                                      batch_size=batch_size, standardize=not raw, **dict(split or {}))
     network = build_network(model, data, **dict(network_args or {}))
-    module = FusionModule(network, lr=lr, class_weights=data.class_weights, region_names=data.region_names,
-                          group_names=data.group_names, image_every_n_epochs=10 if log_images else 0)
-    with tempfile.TemporaryDirectory(prefix="mcam-fusion-") as scratch:
-        logger = TensorBoardLogger(str(log_dir), name="", version="") if log_dir is not None else False
-        run_dir = Path(logger.log_dir) if logger else None
-        checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints") if run_dir else scratch, filename="best",
-                                     monitor="val/loss")
-        trainer = pl.Trainer(max_epochs=max_epochs, accelerator=accelerator, logger=logger,
-                             callbacks=[EarlyStopping("val/loss", patience=patience), checkpoint],
-                             enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-                             log_every_n_steps=1)
-        trainer.fit(module, datamodule=data)
-        if checkpoint.best_model_path:
-            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(state)
-        trainer.test(module, datamodule=data, verbose=False)
-        metrics = dict(module.epoch_metrics["test"])
-        outputs = trainer.predict(module, dataloaders=data.test_dataloader())
-        best = Path(checkpoint.best_model_path) if run_dir and checkpoint.best_model_path else None
-    predictions = predictions_frame(outputs, data.metadata, network.cue_names, network.class_names)
+    module = FusionEnsemble(network, seeds=[seed], lr=lr, weight_decay=weight_decay, patience=patience,
+                            class_weights=data.class_weights, region_names=data.region_names,
+                            group_names=data.group_names, image_every_n_epochs=10 if log_images else 0)
+    logger = TensorBoardLogger(str(log_dir), name="", version="") if log_dir is not None else False
+    run_dir = Path(logger.log_dir) if logger else None
+    trainer = pl.Trainer(max_epochs=max_epochs, accelerator=accelerator, logger=logger, enable_checkpointing=False,
+                         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+                         log_every_n_steps=1)
+    trainer.fit(module, datamodule=data)  # the member ends at its best epoch's weights
+    trainer.test(module, datamodule=data, verbose=False)
+    metrics = {k: v for epoch, scores in module.member_history(0) for k, v in scores.items() if k.startswith("test/")}
+    outputs = trainer.predict(module, dataloaders=data.test_dataloader())
+    best = None
+    if run_dir is not None:
+        best = run_dir / "checkpoints" / "best.ckpt"
+        best.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(module.member_checkpoint(0), best)
+    member = [{"index": o["index"], "probs": o["probs"][0], "weights": o["weights"][0]} for o in outputs]
+    predictions = predictions_frame(member, data.metadata, network.cue_names, network.class_names)
     return FusionResult(predictions, metrics, best, run_dir, module, data)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from jsonargparse import Namespace
@@ -24,6 +25,7 @@ from mcam.io import write_atomic
 # "Seed set to N" on stderr before every run (and before a one-line error): the seed is in the run's config.yaml.
 logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
 
+TRAINING_SUMMARY = "training.yaml"  # per run: best/stopped epoch and validation scores at the best epoch
 TRAINER_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                "init_args": {"save_dir": "runs", "name": "fusion"}},
@@ -162,25 +164,30 @@ class FusionCLI(_CLI):
             self.trainer.predict(model, datamodule=self.datamodule, return_predictions=False)
         log_dir = Path(self.trainer.log_dir or ".")
         name = f"{config.checkpoint.filename or 'best'}.ckpt"
+        template = self._member_template(config)
         for i, folder in enumerate(Path(d) for d in model.member_dirs):
             own = folder != log_dir
             checkpoints = Path(config.checkpoint.dirpath) if config.checkpoint.dirpath and not own \
                 else folder / "checkpoints"
             checkpoints.mkdir(parents=True, exist_ok=True)
             torch.save(model.member_checkpoint(i), checkpoints / name)
+            write_atomic(folder / TRAINING_SUMMARY, yaml.safe_dump(model.member_summary(i), sort_keys=False))
             if own:
                 replay_scalars(model.member_history(i), str(folder))
-                write_atomic(folder / "config.yaml", self._member_config(config, model.seeds[i], folder))
+                member = {**template, "seed_everything": model.seeds[i]}
+                logger = member["trainer"].get("logger")
+                if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
+                    member["trainer"] = {**member["trainer"], "logger": {**logger, "init_args": {
+                        **logger["init_args"], "save_dir": str(folder), "name": "", "version": ""}}}
+                write_atomic(folder / "config.yaml", yaml.safe_dump(member, sort_keys=False, allow_unicode=True))
 
-    def _member_config(self, config: Namespace, seed: int, folder: Path) -> str:
-        """The config of one member alone: its seed, its folder; `mcam fit --config` re-runs it."""
+    def _member_template(self, config: Namespace) -> dict[str, Any]:
+        """The stack's config as one member's (seed and folder filled in per member): `mcam fit --config` of it
+        re-runs that member alone. Dumped once: jsonargparse's dump costs more than a member's training."""
         member = copy.deepcopy(config)
-        member.seed_everything, member.model.seeds, member.member_dirs = seed, None, None
+        member.model.seeds, member.member_dirs = None, None
         member.checkpoint.dirpath, member.prediction_writer.output = None, None
-        logger = member.trainer.logger
-        if isinstance(logger, Namespace) and isinstance(logger.get("init_args"), Namespace):
-            logger.init_args.save_dir, logger.init_args.name, logger.init_args.version = str(folder), "", ""
-        return self._parser(self.subcommand).dump(member, skip_none=False)
+        return yaml.safe_load(self._parser(self.subcommand).dump(member, skip_none=False))
 
 
 class SingleRunCLI(_CLI):

@@ -12,21 +12,23 @@ which makes them identical (tests/test_fusion_ensemble.py checks it through `mca
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from torch.utils.tensorboard.summary import Summary, scalar
 
 from mcam.determinism import seeded
-from mcam.fusion.metrics import accuracy, macro_f1
+from mcam.fusion.metrics import stacked_scores
 from mcam.fusion.module import CUE_METADATA, CueCheckpoints, breakdown, log_figures
+from mcam.fusion.networks import drop_cues, fusion_loss
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]  # x, valid, y, region, group, row index
 
@@ -95,21 +97,13 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         self.member_dirs: list[str] | None = None  # where each member's run folder goes (set by the CLI)
         self._state: list[_Member] = []
         self._active: list[int] = []
-        self._pending_figures: list[dict[str, Any]] = []  # figures of the scores being recorded
+        self._pending_figures: list[tuple[int, dict[str, Any]]] = []  # (member, figures) of the scores being recorded
 
     # --- what the network knows ---------------------------------------------------
     @property
     def network(self) -> nn.Module:
         """The configured network (its weights are no member's: see `member_network`)."""
         return self._template[0]
-
-    @property
-    def cue_names(self) -> list[str]:
-        return list(self.network.cue_names)
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.network.class_names)
 
     @property
     def _meta(self) -> nn.Module:
@@ -136,21 +130,33 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         """(epoch, unprefixed scalars) of member i, every epoch it trained and its test."""
         return list(self._state[i].history) if self._state else []
 
+    def member_summary(self, i: int) -> dict[str, Any]:
+        """How member i's training went: its seed, best and last epoch, and its validation scores at the best
+        epoch (what model selection may read; never a test score)."""
+        state = self._state[i]
+        best = next((v for e, v in state.history if e == state.best_epoch and "val/loss" in v), {})
+        return {"seed": state.seed, "best_epoch": state.best_epoch, "stopped_epoch": state.stopped_epoch,
+                "epochs": sum(1 for _, v in state.history if "train/loss" in v),
+                "val_loss": best.get("val/loss"), "val_acc": best.get("val/acc"), "val_f1": best.get("val/f1")}
+
     # --- the vectorised forward -------------------------------------------------------
-    def _forward_one(self, flat: Tensor, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward_one(self, flat: Tensor, x: Tensor, valid: Tensor, aux: bool = False) -> tuple[Tensor, ...]:
         views = torch.split(flat, [n for _, _, n in self._shapes])
         params = {name: v.view(shape) for (name, shape, _), v in zip(self._shapes, views)}
         buffers = {name: getattr(self, f"constant_{i}") for i, name in enumerate(self._buffer_names)}
-        return functional_call(self._meta, (params, buffers), (x, valid))
-
-    def _loss_one(self, flat: Tensor, x: Tensor, valid: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        logits, weights = self._forward_one(flat, x, valid)
-        return F.cross_entropy(logits, y, weight=self.class_weight), logits, weights
+        return functional_call(self._meta, (params, buffers), (x, valid), {"aux": True} if aux else {})
 
     def _stacked(self, members: Sequence[int], x: Tensor, valid: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-member (loss [A], logits [A, B, K], weights [A, B, n_cues]); x etc. carry a leading member dim."""
+        """Per-member (loss [A], logits [A, B, K], weights [A, B, n_cues]) on rows every member shares (x and y
+        [B, ...]; valid [B, n_cues], or [A, B, n_cues] when cue dropout hid other cues per member). The rows go in
+        expanded, not copied: each member's products have the shapes of its single run (the same numbers)."""
+        a = len(members)
         flat = torch.stack([self.members[i] for i in members])
-        return vmap(self._loss_one, randomness="different")(flat, x, valid, y)
+        valid = valid if valid.dim() == 3 else valid.expand(a, *valid.shape)
+        aux = self.network.aux_weight
+        outputs = vmap(functools.partial(self._forward_one, aux=aux > 0), randomness="different")(
+            flat, x.expand(a, *x.shape), valid)
+        return fusion_loss(outputs, y, valid, self.class_weight, aux), outputs[0], outputs[1]
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """Every member on the same rows: (logits [M, B, K], cue weights [M, B, n_cues])."""
@@ -181,46 +187,55 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         data = self.trainer.datamodule
         self._val = [t.to(self.device) for t in data.part_tensors("val")]
         self._batch_size, self._balance = int(data.batch_size), data.balance
+        # the batch order is the data's (data.seed), shared by every member: a member's draws (its initial weights,
+        # cue dropout) are its seed's, so it is the single run of `seed_everything: <seed>` with this data seed
+        self._order_generator = torch.Generator().manual_seed(int(data.seed))
 
-    def _order(self, i: int, y: Tensor) -> Tensor:
-        """Member i's row order of this epoch (a permutation, or class-balanced draws for balance='sampler')."""
-        n, generator = len(y), self._state[i].generator
+    def _order(self, y: Tensor) -> Tensor:
+        """This epoch's row order (a permutation, or class-balanced draws for balance='sampler')."""
+        n, generator = len(y), self._order_generator
         if self._balance == "sampler":
             counts = torch.bincount(y.cpu(), minlength=len(self.class_names)).float()
             return torch.multinomial(1.0 / counts[y.cpu()], n, replacement=True, generator=generator)
         return torch.randperm(n, generator=generator)
+
+    def _member_valid(self, active: Sequence[int], valid: Tensor) -> Tensor:
+        """The rows' cue masks as each member trains on them: cue dropout from the member's own generator."""
+        p = self.network.cue_dropout
+        if p <= 0:
+            return valid
+        return torch.stack([drop_cues(valid, p, self._state[i].generator) for i in active])
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         x, valid, y, region, group, _ = batch
         active = list(self._active)
         n = len(y)
         size = n if self._batch_size <= 0 else min(self._batch_size, n)
-        orders = torch.stack([self._order(i, y) for i in active]).to(x.device)
+        order = self._order(y).to(x.device)
         trainable = any(p.numel() for p in self.members)
         self._meta.train()
-        losses, seen = [], []
+        losses, preds, cue_weights = [], [], []
         for start in range(0, n, size):
-            rows = orders[:, start:start + size]
+            rows = order[start:start + size]
             with torch.set_grad_enabled(trainable):
-                loss, logits, weights = self._stacked(active, x[rows], valid[rows], y[rows])
+                loss, logits, weights = self._stacked(active, x[rows], self._member_valid(active, valid[rows]),
+                                                      y[rows])
             if trainable:
                 self.manual_backward(loss.sum())
                 for i in active:
                     self._state[i].optimizer.step()
                     self._state[i].optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.detach() * rows.shape[1])
-            seen.append((rows, logits.detach().argmax(-1), weights.detach()))
+            losses.append(loss.detach() * len(rows))
+            preds.append(logits.detach().argmax(-1))
+            cue_weights.append(weights.detach())
         train_loss = torch.stack(losses).sum(0) / n
-        rows = torch.cat([r for r, _, _ in seen], dim=1)
-        pred = torch.cat([p for _, p, _ in seen], dim=1)
-        weights = torch.cat([w for _, _, w in seen], dim=1)
+        seen = (y[order], region[order], group[order])
+        train = self._scores("train", torch.cat(preds, dim=1), torch.cat(cue_weights, dim=1), *seen)
         val_loss, val_pred, val_weights = self._evaluate(active, self._val)
-        epoch = self.current_epoch
+        val = self._scores("val", val_pred, val_weights, *self._val[2:5])
         for a, i in enumerate(active):
             scalars = {"train/loss": float(train_loss[a]), "val/loss": float(val_loss[a]),
-                       "lr": self._state[i].optimizer.param_groups[0]["lr"]}
-            scalars.update(self._scores("train", pred[a], weights[a], y[rows[a]], region[rows[a]], group[rows[a]]))
-            scalars.update(self._scores("val", val_pred[a], val_weights[a], *self._val[2:5]))
+                       "lr": self._state[i].optimizer.param_groups[0]["lr"], **train[a], **val[a]}
             self._record(i, scalars)
             self._stop_or_go(i, float(val_loss[a]))
         if not self._active:
@@ -229,27 +244,28 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
     @torch.no_grad()
     def _evaluate(self, members: Sequence[int], tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         x, valid, y = tensors[:3]
-        a = len(members)
         self._meta.eval()
-        loss, logits, weights = self._stacked(members, x.expand(a, *x.shape), valid.expand(a, *valid.shape),
-                                              y.expand(a, *y.shape))
+        loss, logits, weights = self._stacked(members, x, valid, y)
         return loss, logits.argmax(-1), weights
 
     def _scores(self, split: str, pred: Tensor, weights: Tensor, y: Tensor, region: Tensor,
-                group: Tensor) -> dict[str, float]:
-        """acc, F1 and mean cue weights; every `details_every_n_epochs` (and on images) the full breakdown."""
-        epoch, k = self.current_epoch, len(self.class_names)
-        scores = {f"{split}/acc": accuracy(y, pred), f"{split}/f1": macro_f1(y, pred, k)}
+                group: Tensor) -> list[dict[str, float]]:
+        """Per member (pred [A, B], weights [A, B, n_cues] on rows y [B]): acc, macro F1 and mean cue weights; every
+        `details_every_n_epochs` (and with figures) the full breakdown."""
+        k, cues = len(self.class_names), self.cue_names
+        acc, f1 = stacked_scores(y, pred, k)
+        mean_weights = weights.float().mean(dim=1).cpu().tolist()
+        scores = [{f"{split}/acc": a, f"{split}/f1": f, **{f"{split}/weight/{c}": w[j] for j, c in enumerate(cues)}}
+                  for a, f, w in zip(acc.tolist(), f1.tolist(), mean_weights)]
         every = max(1, self.hparams.details_every_n_epochs)
         images = split != "train" and self._images_due(split)
-        if split == "test" or epoch % every == 0 or images:
-            values, figures = breakdown(split, pred.cpu(), weights.float().cpu(), y.cpu(), region.cpu(), group.cpu(),
-                                        self.cue_names, self.class_names, self.region_names, self.group_names)
-            scores.update(values)
-            if images:
-                self._pending_figures.append(figures)
-        else:
-            scores.update({f"{split}/weight/{c}": float(weights[:, j].mean()) for j, c in enumerate(self.cue_names)})
+        if split == "test" or self.current_epoch % every == 0 or images:
+            for member, (p, w) in enumerate(zip(pred.cpu(), weights.float().cpu())):
+                values, figures = breakdown(split, p, w, y.cpu(), region.cpu(), group.cpu(), cues, self.class_names,
+                                            self.region_names, self.group_names)
+                scores[member].update(values)
+                if images:
+                    self._pending_figures.append((member, figures))
         return scores
 
     def _images_due(self, split: str) -> bool:
@@ -257,15 +273,20 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         return every > 0 and (split == "test" or self.current_epoch % every == 0)
 
     def _record(self, i: int, scalars: dict[str, float]) -> None:
-        """Keep member i's scalars (for its own run folder) and send them, prefixed, to the loggers."""
+        """Keep member i's scalars; a member whose run folder is the logger's gets them (and its figures) at once,
+        the others when their folders are written (`replay_scalars`): one event file per run either way."""
         epoch = self.current_epoch
         self._state[i].history.append((epoch, scalars))
+        if self.member_dirs is not None and len(self.member_dirs) > 1:
+            self._pending_figures = [f for f in self._pending_figures if f[0] != i]
+            return
         prefix = self.prefix(i)
         for logger in self.loggers:
-            logger.log_metrics({f"{prefix}{k}": v for k, v in scalars.items()}, step=epoch)
-        for figures in self._pending_figures:
-            log_figures(self.loggers, figures, epoch, prefix)
-        self._pending_figures.clear()
+            write_scalars(logger, {f"{prefix}{k}": v for k, v in scalars.items()}, epoch)
+        for member, figures in self._pending_figures:
+            if member == i:
+                log_figures(self.loggers, figures, epoch, prefix)
+        self._pending_figures = [f for f in self._pending_figures if f[0] != i]
 
     def _stop_or_go(self, i: int, val_loss: float) -> None:
         """EarlyStopping + ModelCheckpoint(save_top_k=1) + ReduceLROnPlateau of one member, as a single run has."""
@@ -296,9 +317,8 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         x, valid, y, region, group, _ = batch
         members = list(range(len(self.seeds)))
         loss, pred, weights = self._evaluate(members, (x, valid, y))
-        for i in members:
-            scores = {"test/loss": float(loss[i]), **self._scores("test", pred[i], weights[i], y, region, group)}
-            self._record(i, scores)
+        for i, scores in zip(members, self._scores("test", pred, weights, y, region, group)):
+            self._record(i, {"test/loss": float(loss[i]), **scores})
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         x, valid, _, _, _, index = batch
@@ -328,9 +348,19 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
                                     if self._shapes else torch.zeros(0)}
 
 
+def write_scalars(logger: Any, scalars: Mapping[str, float], step: int) -> None:
+    """One step's scalars: for TensorBoard one event holding all of them (an event per scalar, as Lightning
+    writes them, costs more than training a member); other loggers through `log_metrics`."""
+    if not isinstance(logger, TensorBoardLogger):
+        logger.log_metrics(dict(scalars), step=step)
+        return
+    summary = Summary(value=[value for tag, number in scalars.items() for value in scalar(tag, number).value])
+    logger.experiment._get_file_writer().add_summary(summary, step)
+
+
 def replay_scalars(history: Sequence[tuple[int, dict[str, float]]], folder: str) -> None:
     """Write a member's scalars (from `FusionEnsemble.member_history`) as TensorBoard events in its run folder."""
     logger = TensorBoardLogger(folder, name="", version="")
     for epoch, scalars in history:
-        logger.log_metrics(scalars, step=epoch)
+        write_scalars(logger, scalars, epoch)
     logger.finalize("success")

@@ -6,10 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
@@ -18,14 +15,24 @@ from mcam.errors import InputError
 from mcam.fusion.data import check_cue_metadata
 from mcam.fusion.figures import heatmap
 from mcam.fusion.metrics import accuracy, confusion, macro_f1, mean_by
+from mcam.fusion.networks import fusion_loss
+from mcam.fusion.predictions import Predictions
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]  # x, valid, y, region, group, row index
 CUE_METADATA = "mcam_cues"  # checkpoint key: cue names/dims, detector fingerprints, normalisation, classes
 
 
 class CueCheckpoints:
-    """What a fusion checkpoint carries and checks: the cues' metadata (`CUE_METADATA`) of the data it was trained
-    on. Mixed into the LightningModules that train fusion networks (they have `network` and `class_names`)."""
+    """What the LightningModules that train fusion networks (they have a `network`) share: the network's cue and
+    class names, and what a checkpoint carries and checks, the cues' metadata (`CUE_METADATA`) of its data."""
+
+    @property
+    def cue_names(self) -> list[str]:
+        return list(self.network.cue_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.network.class_names)
 
     def _datamodule(self) -> Any:
         trainer = self._trainer
@@ -82,14 +89,6 @@ class FusionModule(CueCheckpoints, pl.LightningModule):
         self._collected: dict[str, list[tuple[Tensor, ...]]] = {"train": [], "val": [], "test": []}
         self.epoch_metrics: dict[str, dict[str, float]] = {}  # last epoch's full metrics per split
 
-    @property
-    def cue_names(self) -> list[str]:
-        return list(self.network.cue_names)
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.network.class_names)
-
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """(logits [B, K], cue weights [B, n_cues])."""
         return self.network(x, valid)
@@ -97,8 +96,10 @@ class FusionModule(CueCheckpoints, pl.LightningModule):
     # --- steps ------------------------------------------------------------
     def _step(self, batch: Batch, split: str) -> Tensor:
         x, valid, y, region, group, _ = batch
-        logits, weights = self.network(x, valid)
-        loss = F.cross_entropy(logits, y, weight=self.class_weight)
+        aux = getattr(self.network, "aux_weight", 0.0)
+        outputs = self.network(x, valid, aux=True) if aux > 0 else self.network(x, valid)
+        logits, weights = outputs[:2]
+        loss = fusion_loss(outputs, y, valid, self.class_weight, aux)
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         self._collected[split].append((logits.detach().argmax(1), weights.detach(), y, region, group))
         return loss
@@ -229,21 +230,15 @@ def _check_shapes(saved: dict[str, Tensor], own: dict[str, Tensor], checkpoint: 
 
 
 def predictions_frame(outputs: Sequence[dict[str, Tensor]], metadata: Any, cue_names: Sequence[str],
-                      class_names: Sequence[str]) -> pd.DataFrame:
-    """Per-sample rows: metadata columns, label, pred, prob_<class>, weight_<cue>.
+                      class_names: Sequence[str]) -> Predictions:
+    """Per-sample rows (a Predictions): metadata columns, label, pred, class probabilities, cue weights.
 
     `metadata(rows)` returns the data module's metadata frame for the given row indices.
     """
     index = torch.cat([o["index"] for o in outputs]).cpu().numpy()
     probs = torch.cat([o["probs"] for o in outputs]).float().cpu().numpy()
     weights = torch.cat([o["weights"] for o in outputs]).float().cpu().numpy()
-    frame = metadata(index)
-    frame["pred"] = np.asarray(class_names)[probs.argmax(1)]
-    for k, name in enumerate(class_names):
-        frame[f"prob_{name}"] = probs[:, k]
-    for c, cue in enumerate(cue_names):
-        frame[f"weight_{cue}"] = weights[:, c]
-    return frame
+    return Predictions.build(metadata(index), probs, weights, class_names, cue_names)
 
 
 class PredictionCSVWriter(BasePredictionWriter):
@@ -274,4 +269,4 @@ class PredictionCSVWriter(BasePredictionWriter):
         frame = predictions_frame(outputs, trainer.datamodule.metadata, pl_module.cue_names, pl_module.class_names)
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=False)
+        frame.to_csv(path)

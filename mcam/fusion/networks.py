@@ -3,12 +3,18 @@
 Every network takes the concatenated cue matrix x [B, sum(D_c)] (cues in `cue_dims` order) and a
 validity mask valid [B, n_cues], and returns (logits [B, K], cue weights [B, n_cues]); the weights
 of an invalid cue are exactly 0 and rows without any valid cue get all-zero weights.
+
+A network may ask its trainer for two training aids (`fusion_loss`, `drop_cues`): `aux_weight` > 0 makes
+`forward(x, valid, aux=True)` also return per-cue logits [B, n_cues, K], each cue's own classifier, trained
+with an auxiliary cross-entropy; `cue_dropout` > 0 hides each valid cue of a training row with that
+probability (one always stays), drawn by the trainer from the member's own generator.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mcam.labels import CANONICAL, head_map
@@ -36,6 +42,9 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0) 
 
 class FusionNetwork(nn.Module):
     """Common constructor of all fusion networks: the cues (name -> dim), class count and labels."""
+
+    aux_weight: float = 0.0  # > 0: forward(..., aux=True) also gives per-cue logits for an auxiliary loss
+    cue_dropout: float = 0.0  # > 0: the trainer hides valid cues of training rows with this probability
 
     def __init__(self, cue_dims: Mapping[str, int], num_classes: int,
                  cue_labels: Mapping[str, Sequence[str]] | None = None,
@@ -71,8 +80,11 @@ class CueEncoders(nn.Module):
         return embedded * valid.unsqueeze(-1)
 
 
-class AttentionFusion(FusionNetwork):
-    """The paper's attention MLP: per-sample masked softmax weights over cue embeddings, then an MLP head."""
+class AttentionPaper(FusionNetwork):
+    """The paper's attention MLP: per-sample masked softmax weights over cue embeddings, then an MLP head.
+
+    Kept as published (`attention_paper`) so its results stay comparable; `AttentionFusion` is MCAM's own.
+    """
 
     def __init__(self, cue_dims: Mapping[str, int], num_classes: int,
                  cue_labels: Mapping[str, Sequence[str]] | None = None, class_names: Sequence[str] | None = None,
@@ -91,6 +103,60 @@ class AttentionFusion(FusionNetwork):
         weights = masked_softmax(scores, valid)
         fused = (weights.unsqueeze(-1) * emb).sum(dim=1)
         return self.head(fused), weights
+
+
+class NormalisedCueEncoders(nn.Module):
+    """Per cue Linear -> ReLU -> LayerNorm onto a common embedding size (every cue enters the fusion at the same
+    scale, whatever its dimension or variance); invalid cues embed to 0."""
+
+    def __init__(self, cue_dims: Mapping[str, int], embed_dim: int) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(nn.Sequential(nn.Linear(d, embed_dim), nn.ReLU(), nn.LayerNorm(embed_dim))
+                                      for d in cue_dims.values())
+
+    def forward(self, parts: Sequence[Tensor], valid: Tensor) -> Tensor:
+        embedded = torch.stack([enc(p) for enc, p in zip(self.encoders, parts)], dim=1)
+        return embedded * valid.unsqueeze(-1)
+
+
+class AttentionFusion(FusionNetwork):
+    """MCAM's attention fusion: normalised cue embeddings, a classifier per cue, attention over cues.
+
+    Each cue is encoded (Linear, ReLU, LayerNorm) and read by its own linear classifier; an attention MLP sees
+    every embedding and which cues are present and gives per-sample masked-softmax weights. `fuse`:
+    'embeddings' feeds the weighted sum of embeddings to an MLP head; 'logits' mixes the per-cue classifiers'
+    probabilities (a mixture of experts: the weights say whose vote counts). Training adds the per-cue
+    classifiers' cross-entropy (`aux_weight`) so every cue keeps learning however little attention it gets,
+    and hides cues at random (`cue_dropout`) so the fusion cannot lean on one of them alone.
+    """
+
+    def __init__(self, cue_dims: Mapping[str, int], num_classes: int,
+                 cue_labels: Mapping[str, Sequence[str]] | None = None, class_names: Sequence[str] | None = None,
+                 embed_dim: int = 16, attention_hidden: Sequence[int] = (32,), hidden: Sequence[int] = (10, 10, 10),
+                 fuse: Literal["embeddings", "logits"] = "embeddings", aux_weight: float = 0.5,
+                 cue_dropout: float = 0.3) -> None:
+        super().__init__(cue_dims, num_classes, cue_labels, class_names)
+        if fuse not in ("embeddings", "logits"):
+            raise ValueError(f"fuse must be 'embeddings' or 'logits', got {fuse!r}")
+        if aux_weight < 0 or not 0 <= cue_dropout < 1:
+            raise ValueError(f"aux_weight must be >= 0 and cue_dropout in [0, 1), got {aux_weight}, {cue_dropout}")
+        n = len(self.cue_names)
+        self.fuse, self.aux_weight, self.cue_dropout = fuse, float(aux_weight), float(cue_dropout)
+        self.encoders = NormalisedCueEncoders(self.cue_dims, embed_dim)
+        self.attention = mlp(n * embed_dim + n, attention_hidden, n)
+        self.cue_heads = nn.ModuleList(nn.Linear(embed_dim, num_classes) for _ in range(n))
+        self.head = mlp(embed_dim, hidden, num_classes) if fuse == "embeddings" else None
+
+    def forward(self, x: Tensor, valid: Tensor, aux: bool = False) -> tuple[Tensor, ...]:
+        emb = self.encoders(self.split(x), valid)
+        weights = masked_softmax(self.attention(torch.cat([emb.flatten(1), valid.to(x.dtype)], dim=1)), valid)
+        cue_logits = torch.stack([head(emb[:, c]) for c, head in enumerate(self.cue_heads)], dim=1)
+        if self.head is not None:
+            logits = self.head((weights.unsqueeze(-1) * emb).sum(dim=1))
+        else:  # mixture of experts: log of the attention-weighted average of the cues' probabilities
+            probs = (weights.unsqueeze(-1) * cue_logits.softmax(-1)).sum(dim=1)
+            logits = torch.log(probs.clamp_min(1e-8))
+        return (logits, weights, cue_logits) if aux else (logits, weights)
 
 
 class ConcatMLP(FusionNetwork):
@@ -215,8 +281,37 @@ class LateFusionAverage(FusionNetwork):
         return logits, weights
 
 
+def drop_cues(valid: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Cue dropout: each valid cue of a row hidden with probability p; a row keeps its cues when all would go."""
+    if p <= 0:
+        return valid
+    kept = valid & (torch.rand(valid.shape, generator=generator).to(valid.device) >= p)
+    return torch.where(kept.any(dim=1, keepdim=True), kept, valid)
+
+
+def fusion_loss(outputs: Sequence[Tensor], y: Tensor, valid: Tensor, class_weight: Tensor | None,
+                aux_weight: float = 0.0) -> Tensor:
+    """Class-weighted cross-entropy of the fused logits, plus `aux_weight` x the class-weighted mean cross-entropy
+    of the per-cue classifiers over the cues each row has. outputs: (logits [..., B, K], weights[, cue_logits
+    [..., B, n_cues, K]]) with any leading (member) dims, y [B], valid [..., B, n_cues]; the loss has the leading
+    dims. Each member's loss is reduced over its own rows only, so a stack computes each member's single-run loss."""
+    logits, k = outputs[0], outputs[0].shape[-1]
+    row_weight = class_weight[y] if class_weight is not None else torch.ones_like(y, dtype=logits.dtype)
+    nll = F.cross_entropy(logits.reshape(-1, k), y.expand(logits.shape[:-1]).reshape(-1), reduction="none")
+    loss = (nll.view(logits.shape[:-1]) * row_weight).sum(-1) / row_weight.sum()
+    if aux_weight > 0 and len(outputs) > 2:
+        cue_logits = outputs[2]
+        targets = y.unsqueeze(-1).expand(cue_logits.shape[:-1])
+        per_cue = F.cross_entropy(cue_logits.reshape(-1, k), targets.reshape(-1), reduction="none")
+        mask = valid.to(logits.dtype) * row_weight.unsqueeze(-1)
+        aux = (per_cue.view(cue_logits.shape[:-1]) * mask).sum((-1, -2)) / mask.sum((-1, -2)).clamp_min(1e-8)
+        loss = loss + aux_weight * aux
+    return loss
+
+
 NETWORKS: dict[str, type[FusionNetwork]] = {
     "attention": AttentionFusion,
+    "attention_paper": AttentionPaper,
     "concat": ConcatMLP,
     "static_weights": StaticWeightFusion,
     "late_average": LateFusionAverage,

@@ -12,10 +12,13 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame, equalized_odds_difference
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from mcam.fusion.predictions import LABEL, Predictions, weight_column
 
-def probabilities(predictions: pd.DataFrame, class_names: Sequence[str]) -> np.ndarray:
-    """The prob_<class> columns as an array [N, K]."""
-    return predictions[[f"prob_{c}" for c in class_names]].to_numpy(dtype=float)
+
+def probabilities(predictions: pd.DataFrame, class_names: Sequence[str] | None = None) -> np.ndarray:
+    """The class probabilities as an array [N, K], columns in `class_names` order (default: the file's)."""
+    probs = Predictions.from_frame(predictions).probabilities
+    return probs[list(class_names) if class_names is not None else probs.columns].to_numpy(dtype=float)
 
 
 def cross_entropy(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> float:
@@ -61,9 +64,13 @@ def bootstrap_ci(correct: np.ndarray, clusters: np.ndarray, n_boot: int = 1000, 
     return float(np.quantile(accuracies, alpha)), float(np.quantile(accuracies, 1 - alpha))
 
 
-def run_metrics(predictions: pd.DataFrame, class_names: Sequence[str], seed: int = 0) -> dict[str, float | str]:
-    """One results row's metric columns for a run's test predictions."""
-    y_true, y_pred = predictions["label"].to_numpy(), predictions["pred"].to_numpy()
+def run_metrics(predictions: pd.DataFrame, class_names: Sequence[str] | None = None,
+                seed: int = 0) -> dict[str, float | str]:
+    """One results row's metric columns for a run's test predictions (a Predictions, or a frame in its on-disk
+    layout); class_names defaults to the predictions' classes."""
+    predictions = Predictions.from_frame(predictions)
+    class_names = predictions.classes if class_names is None else list(class_names)
+    y_true, y_pred = predictions[LABEL].to_numpy(), predictions.predicted.to_numpy()
     correct = y_true == y_pred
     low, high = bootstrap_ci(correct, predictions["subject"].to_numpy(), seed=seed)
     probs = np.clip(probabilities(predictions, class_names), 1e-7, 1)
@@ -85,6 +92,6 @@ def run_metrics(predictions: pd.DataFrame, class_names: Sequence[str], seed: int
     for column in ("region", "group"):
         if column in predictions.columns and predictions[column].notna().all():
             row.update(group_metrics(predictions, column))
-    for column in [c for c in predictions.columns if c.startswith("weight_")]:
-        row[column] = float(predictions[column].mean())
+    for cue, weight in predictions.mean_weights().items():  # mean attention per cue: results' weight_<cue>
+        row[weight_column(cue)] = float(weight)
     return row

@@ -110,6 +110,33 @@ PROTOCOL_FOLDS: dict[str, Callable[..., list[Fold]]] = {
 }
 
 
+SELECTIONS = ("in_domain", "leave_one_source_region_out")
+
+
+def selection_folds(fold: Fold, table: pd.DataFrame, selection: str) -> list[Fold]:
+    """The folds a fold's models are selected (early-stopped) on. 'in_domain': the fold itself (val = held-out
+    subjects of the training regions). 'leave_one_source_region_out' (DomainBed's leave-one-domain-out): one
+    variant per training region, whose rows become the validation part while the other training regions
+    train; the test part is the fold's own and no variant reads it. Variants are named '<fold>~<region>'."""
+    if selection == "in_domain":
+        return [fold]
+    if selection != "leave_one_source_region_out":
+        raise InputError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
+    pool = fold.mask("train") | fold.mask("val")
+    regions = sorted(table.loc[pool, "region"].astype(str).unique())
+    if len(regions) < 2:
+        raise InputError(f"fold {fold.name!r}: selection leave_one_source_region_out needs training rows from 2 or "
+                         f"more regions, got {regions}")
+    variants = []
+    for region in regions:
+        parts = fold.parts.copy()
+        is_region = (table["region"].astype(str) == region).to_numpy()
+        parts[pool & is_region], parts[pool & ~is_region] = "val", "train"
+        variants.append(Fold(f"{fold.name}~{region}", parts,
+                             f"{fold.description}; early stopping on the held-out training region {region}"))
+    return variants
+
+
 def make_folds(protocol: str, table: pd.DataFrame, reserved: set[str], val_fraction: float, seed: int,
                args: dict[str, Any] | None = None, only: Sequence[str] | None = None) -> list[Fold]:
     """The folds of a protocol over a manifest table (optionally only the named ones)."""

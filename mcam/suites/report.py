@@ -19,7 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
 
+from mcam.fusion.predictions import LABEL, PREDICTED, Predictions  # noqa: E402
 from mcam.suites import stats  # noqa: E402
 from mcam.suites.stats import Cell  # noqa: E402
 
@@ -29,7 +31,8 @@ MEAN = "held-out mean"  # the fold label of the cross-fold mean rows
 SOURCE_NOTE = "in-domain for the detectors (not in the mean)"
 ALPHA = 0.05
 MAX_ATTAINABLE_P = 0.01  # paired tests draw enough that the smallest possible Holm-adjusted p is below this
-PREDICTION_COLUMNS = ["sample_id", "subject", "label", "pred"]
+PREDICTION_COLUMNS = ["sample_id", "subject", LABEL, PREDICTED]
+PAPER_MODEL = "attention_paper"  # the paper's original attention network, shown beside MCAM's
 CellKey = tuple[str, str, str]  # (mode, method, fold)
 
 
@@ -66,9 +69,28 @@ def prepare_results(results: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"results.csv: unknown fold_role values {unknown}; expected {HELD_OUT!r} or {SOURCE!r}")
     results["fold"] = results["fold"].astype(str)
     results["method"] = _method(results)
+    results = pd.concat([results, best_single_cue(results)], ignore_index=True)
     if "run_id" in results:  # the report does not depend on the order in which runs finished
-        results = results.sort_values("run_id", kind="stable").reset_index(drop=True)
+        results = results.sort_values(["run_id", "method"], kind="stable").reset_index(drop=True)
     return results
+
+
+BEST_SINGLE = "best single cue"
+
+
+def best_single_cue(results: pd.DataFrame) -> pd.DataFrame:
+    """The single-cue runs of the cue chosen per (mode, fold, detector seed) by mean validation accuracy over the
+    fusion seeds (never a test score), relabelled as the method 'best single cue'; empty without single-cue runs
+    or validation scores. Which cue was chosen stays in the rows' `cue_set`."""
+    single = results[results["model"] == "single_cue"]
+    if single.empty or "val_acc" not in single or single["val_acc"].isna().all():
+        return results.iloc[0:0]
+    keys = ["mode", "fold", "detector_seed"]
+    mean_val = single.groupby([*keys, "cue_set"])["val_acc"].mean().reset_index()
+    chosen = mean_val.sort_values([*keys, "val_acc", "cue_set"], ascending=[True] * 3 + [False, True],
+                                  kind="stable").drop_duplicates(keys)
+    best = single.merge(chosen[[*keys, "cue_set"]], on=[*keys, "cue_set"])
+    return best.assign(method=BEST_SINGLE)
 
 
 def load_results(out: str | Path) -> pd.DataFrame:
@@ -131,7 +153,7 @@ def load_cells(out: str | Path, results: pd.DataFrame) -> dict[CellKey, Cell]:
                 elif len(frame) != len(order) or not np.array_equal(np.sort(frame.index.to_numpy(dtype=str)), order):
                     raise ValueError(f"{run_dir}: its test samples differ from other runs of fold {fold!r} ({mode})")
                 aligned = frame.loc[order]
-                correct.append(aligned["label"].to_numpy() == aligned["pred"].to_numpy())
+                correct.append(aligned[LABEL].to_numpy() == aligned[PREDICTED].to_numpy())
             cells[mode, method, fold] = Cell(np.stack(correct), runs["detector_seed"].to_numpy(),
                                              runs["seed"].to_numpy(), subjects)
     return cells
@@ -365,24 +387,115 @@ def plot_accuracy_bars(summary: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_cue_weights(results: pd.DataFrame, path: Path, method: str = "attention") -> Path | None:
-    """Heatmap fold x cue of the mean attention weight over replicates, one panel per mode."""
+def weight_methods(results: pd.DataFrame, reference: str) -> list[str]:
+    """Methods whose cue weights the report shows: the reference, then the paper's original attention network
+    (model 'attention_paper') on the reference's cue set(s) when the suite ran it."""
+    cue_sets = set(results.loc[results["method"] == reference, "cue_set"].astype(str))
+    paper = results[(results["model"] == PAPER_MODEL) & results["cue_set"].astype(str).isin(cue_sets)]
+    return [reference, *sorted(set(paper["method"]) - {reference})]
+
+
+def cue_weight_tables(out: str | Path, results: pd.DataFrame, method: str) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per mode, the mean attention weight of `method` per cue: {'fold': fold x cue, 'class': class x cue}.
+
+    From the runs' predictions: each run's mean over its test samples (for 'class': over its test samples of each
+    true class), then the plain mean over the runs (every detector and fusion seed). 'fold' rows: the held-out folds,
+    their unweighted mean, then the source fold(s); 'class' rows: held-out runs only (all runs when no fold is held
+    out). Empty when the runs' predictions hold no cue weights.
+    """
+    out, tables = Path(out), {}
     part = results[results["method"] == method]
-    weight_columns = [c for c in part.columns if c.startswith("weight_") and part[c].notna().any()]
-    if part.empty or not weight_columns:
-        return None
-    modes = sorted(part["mode"].unique())
-    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.8), squeeze=False)
-    for ax, mode in zip(axes[0], modes):
-        runs = part[part["mode"] == mode]
-        matrix = runs.groupby("fold")[weight_columns].mean().reindex(fold_order(runs))
+    for mode, runs in sorted(part.groupby("mode", sort=False), key=lambda item: str(item[0])):
+        by_fold: dict[str, list[pd.Series]] = {}
+        by_class: list[pd.DataFrame] = []
+        held_out_class: list[pd.DataFrame] = []
+        classes: list[str] = []
         roles = dict(zip(runs["fold"], runs["fold_role"]))
-        image = ax.imshow(matrix.to_numpy(), cmap="viridis", vmin=0, vmax=max(0.5, float(matrix.to_numpy().max())))
-        ax.set_xticks(range(len(weight_columns)), [c.removeprefix("weight_") for c in weight_columns], rotation=45)
-        ax.set_yticks(range(len(matrix)), [f"{f} (source)" if roles[f] == SOURCE else f for f in matrix.index])
-        for (i, j), value in np.ndenumerate(matrix.to_numpy()):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.35 else "k", fontsize=8)
-        ax.set_title(f"{mode.upper()}: mean cue weight ({method})")
+        for run in runs.sort_values(["fold", "detector_seed", "seed"], kind="stable").itertuples():
+            predictions = Predictions.read_csv(out / str(run.run_dir) / "predictions.csv", metadata=[LABEL])
+            if not predictions.cues:
+                continue
+            classes = classes or predictions.classes
+            by_fold.setdefault(run.fold, []).append(predictions.mean_weights())
+            (held_out_class if run.fold_role == HELD_OUT else by_class).append(predictions.weights_by(LABEL))
+        if not by_fold:
+            continue
+        folds = [f for f in fold_order(runs) if f in by_fold]
+        fold_table = pd.DataFrame({f: pd.concat(by_fold[f], axis=1).mean(axis=1) for f in folds}).T
+        held_out = [f for f in folds if roles[f] == HELD_OUT]
+        source = [f for f in folds if roles[f] == SOURCE]
+        if len(held_out) > 1 or (held_out and source):
+            fold_table.loc[MEAN] = fold_table.loc[held_out].mean()
+        fold_table = fold_table.reindex([*held_out, *([MEAN] if MEAN in fold_table.index else []), *source])
+        fold_table.index = [f"{f} (source)" if f in source else f for f in fold_table.index]
+        per_class = pd.concat(held_out_class or by_class)
+        class_table = per_class.groupby(level=0).mean()
+        order = [c for c in classes if c in class_table.index]
+        class_table = class_table.reindex(order + sorted(set(class_table.index) - set(order)))
+        for table, name in ((fold_table, "held-out fold"), (class_table, "class (true label)")):
+            table.index.name, table.columns.name = name, None
+        tables[str(mode)] = {"fold": fold_table, "class": class_table}
+    return tables
+
+
+def _weights_markdown(table: pd.DataFrame) -> str:
+    return table.map(lambda value: "—" if pd.isna(value) else f"{value:.3f}").to_markdown(disable_numparse=True)
+
+
+def cue_weights_section(out: Path, results: pd.DataFrame, reference: str, figures: Path) -> tuple[list[str],
+                                                                                                 pd.DataFrame]:
+    """report.md lines of the cue-weight tables and figures of each weight method, and their long-form rows for
+    cue_weights.csv."""
+    lines, rows = [], []
+    for method in weight_methods(results, reference):
+        tables = cue_weight_tables(out, results, method)
+        if not tables:
+            continue
+        what = "MCAM reference" if method == reference else "the paper's original attention network"
+        lines += [f"## Cue weights ({method}, {what}): mean attention per held-out fold x cue and per class x cue", "",
+                  "Each run's mean attention weight over its test samples (class rows: over its test samples of that "
+                  "true class), then the mean over runs: every detector seed x fusion seed of the fold (class rows: "
+                  f"of every held-out fold). The {MEAN} row is the unweighted mean over held-out folds; source folds "
+                  "are listed apart.", ""]
+        for mode, pair in tables.items():
+            lines += [f"### {mode.upper()} {method}: mean cue weight per held-out fold x cue", "",
+                      _weights_markdown(pair["fold"]), "",
+                      f"### {mode.upper()} {method}: mean cue weight per class x cue", "",
+                      _weights_markdown(pair["class"]), ""]
+            for by, table in pair.items():
+                long = table.rename_axis(index="row").reset_index().melt(id_vars="row", var_name="cue",
+                                                                         value_name="weight")
+                rows.append(long.assign(mode=mode, method=method, by=by))
+        suffix = "" if method == reference else f"_{re.sub(r'[^A-Za-z0-9_.-]+', '_', method)}"
+        drawn = [plot_cue_weights({m: t["fold"] for m, t in tables.items()}, figures / f"cue_weights{suffix}.png",
+                                  method),
+                 plot_cue_weights({m: t["class"] for m, t in tables.items()},
+                                  figures / f"cue_weights_by_class{suffix}.png", method, "class")]
+        lines += [" ".join(f"![cue weights {method}]({path.relative_to(out).as_posix()})" for path in drawn), ""]
+    columns = ["mode", "method", "by", "row", "cue", "weight"]
+    frame = pd.concat(rows)[columns].reset_index(drop=True) if rows else pd.DataFrame(columns=columns)
+    return lines, frame
+
+
+def plot_cue_weights(tables: Mapping[str, pd.DataFrame], path: Path, method: str = "attention",
+                     by: str = "held-out fold") -> Path:
+    """Heatmaps row x cue of mean attention weights (from cue_weight_tables), one panel per mode."""
+    modes = sorted(tables)
+    height = max(3.8, 0.4 * max(len(t) for t in tables.values()) + 1.5)
+    width = max(5.0, 0.7 * max(t.shape[1] for t in tables.values()) + 3.5)
+    fig, axes = plt.subplots(1, len(modes), figsize=(width * len(modes), height), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        matrix = tables[mode]
+        values = matrix.to_numpy(dtype=float)
+        image = ax.imshow(values, cmap="viridis", aspect="auto", vmin=0,
+                          vmax=max(0.5, float(np.nanmax(values, initial=0))))
+        ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns], rotation=45)
+        ax.set_yticks(range(len(matrix)), [str(r) for r in matrix.index])
+        for (i, j), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.35 else "k",
+                        fontsize=8)
+        ax.set_title(f"{mode.upper()} {method}:\nmean cue weight by {by}", fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046)
     return _save(fig, path)
 
@@ -413,6 +526,24 @@ def plot_confusions(results: pd.DataFrame, path: Path, method: str = "attention"
     return _save(fig, path)
 
 
+SELECTIONS = {
+    "in_domain": "early stopping (best validation loss) on held-out subjects of the training regions",
+    "leave_one_source_region_out": "each training region held out in turn for early stopping (DomainBed's "
+    "leave-one-domain-out); a run's prediction averages those models' class probabilities",
+}
+
+
+def selection_text(out: Path, results: pd.DataFrame) -> str:
+    """Which model selection the runs used (suite.yaml) and how the best single cue was chosen."""
+    spec = yaml.safe_load((out / "suite.yaml").read_text()) if (out / "suite.yaml").exists() else {}
+    selection = (spec or {}).get("selection", "in_domain")
+    text = f"Model selection: {selection}, {SELECTIONS.get(selection, selection)}; the test region is never read."
+    if (results["method"] == BEST_SINGLE).any():
+        text += (f" '{BEST_SINGLE}': per fold and detector seed, the single-cue model with the best mean validation "
+                 "accuracy over its fusion seeds.")
+    return text
+
+
 def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.SEED) -> Path:
     """Generate report.md, summary.csv, paired_tests.csv and figures/ from OUT/results.csv and the runs'
     predictions; safe to rerun at any time, and byte-identical for the same inputs."""
@@ -439,7 +570,8 @@ def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.
                 f"detectors; reported apart and not in the {MEAN}."] if sources else []),
              f"Accuracy cells: mean over replicates [95% bootstrap CI over test subjects, detector seeds and fusion "
              f"seeds]; the {MEAN} covers held-out folds only. See 'How these numbers were made' below.",
-             "Every MCAM (attention) number stands beside its baselines; nothing is tuned per region.", "",
+             "Every MCAM (attention) number stands beside its baselines; nothing is tuned per region.",
+             selection_text(out, results), "",
              "Reproduce:", "", "```bash", command, "```", ""]
     for mode in sorted(summary["mode"].unique()):
         table = accuracy_matrix(summary, mode).to_markdown(disable_numparse=True)
@@ -451,10 +583,9 @@ def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.
         lines += [f"## Paired tests: each method vs {reference} (paired bootstrap, Holm-corrected)", "",
                   f"{significant} of {len(tests)} differences significant at p_holm < {ALPHA}.", "",
                   _tests_markdown(tests), ""]
-    weights = plot_cue_weights(results, figures / "cue_weights.png", reference)
-    if weights:
-        lines += [f"## Cue weights ({reference}), fold x cue (mean over replicates)", "",
-                  f"![cue weights]({weights.relative_to(out).as_posix()})", ""]
+    weight_lines, weights = cue_weights_section(out, results, reference, figures)
+    weights.round(4).to_csv(out / "cue_weights.csv", index=False)
+    lines += weight_lines
     if "region_accuracy" in results and results.groupby("fold")["region_accuracy"].first().map(
             lambda text: len(json.loads(text)) > 1).any():  # some fold tests several regions
         lines += ["## Accuracy per test region (mean over replicates)", "", region_table(results).to_markdown(), ""]
@@ -471,7 +602,8 @@ def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.
     lines += ["## How these numbers were made", "", *replicates_section(cells),
               *method_section(roles, n_boot, seed, tests), ""]
     lines += ["Files: `results.csv` (one row per run), `summary.csv` (every table cell and its interval), "
-              "`paired_tests.csv`, `runs/<run>/` (config `run.yaml`, `predictions.csv`, TensorBoard events, "
+              "`paired_tests.csv`, `cue_weights.csv` (the cue-weight tables), `runs/<run>/` (config `run.yaml`, "
+              "`predictions.csv`, TensorBoard events, "
               "checkpoint), `suite.yaml`.", "TensorBoard: `tensorboard --logdir runs`", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))

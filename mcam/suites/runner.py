@@ -28,6 +28,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import numpy as np
 import pandas as pd
 import yaml
 from tqdm import tqdm
@@ -37,12 +38,13 @@ from mcam.cues.extract import build_detectors, extract_cues
 from mcam.cues.pretrain import adapt_detectors, stored_detectors
 from mcam.cues.store import CueStore
 from mcam.cues.table import CueTable
+from mcam.fusion.predictions import Predictions
 from mcam.errors import UserError
 from mcam.io import write_atomic
 from mcam.manifest import Manifest, load_manifest, save_manifest
 from mcam.store import ArtifactStore
 from mcam.suites.metrics import run_metrics
-from mcam.suites.protocols import Fold, make_folds
+from mcam.suites.protocols import Fold, make_folds, selection_folds
 from mcam.suites.spec import RunSpec, SpecError, SuiteSpec, expand_runs
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ LOCK = ".lock"
 # unchanged. Others (seeds, detector seeds, models, cue sets, folds, modes, workers, store) may grow or move.
 RESULT_SETTINGS = ("protocol", "protocol_args", "data", "source_region", "detectors", "pretrain", "pretrain_epochs",
                    "gam_detectors", "gam_epochs", "fusion_configs", "fusion_overrides", "max_epochs", "patience",
-                   "batch_size", "val_fraction", "split_seed", "accelerator", "threads")
+                   "batch_size", "val_fraction", "split_seed", "selection", "accelerator", "threads")
 RUN_COLUMNS = ["run_id", "suite", "protocol", "fold", "fold_role", "mode", "model", "cue_set", "cues",
                "detector_seed", "seed"]
 PATH_COLUMNS = ("run_dir",)  # columns that name places, not results
@@ -150,7 +152,9 @@ class FusionJob:
 
     runs: tuple[RunSpec, ...]
     fold_role: str
-    fold_dir: Path  # the fold's manifest (store entry): `split` column = train/val/test
+    # (name, manifest folder) per selection variant of the fold (store entries; `split` column = train/val/test):
+    # one for selection in_domain, one per held-out training region for leave_one_source_region_out
+    fold_dirs: tuple[tuple[str, Path], ...]
     cue_files: tuple[tuple[str, str], ...]  # cue name -> CueTable .npz in the store
     keys: tuple[tuple[str, str], ...]  # artifact keys recorded with the run
     out: Path
@@ -198,8 +202,14 @@ def run_dir(out: Path, run: RunSpec) -> Path:
     return out / "runs" / run.run_id.replace(">", "")
 
 
-def run_arguments(job: FusionJob, stack_dir: Path) -> dict[str, Any]:
-    """The stack's own settings, applied over its config files (last wins)."""
+def variant_folder(job: FusionJob, name: str) -> str:
+    """Sub-folder of a stack and of its runs for one selection variant ('' when the fold has only itself)."""
+    return "" if len(job.fold_dirs) == 1 else f"val-{name.rsplit('~', 1)[-1]}"
+
+
+def run_arguments(job: FusionJob, stack_dir: Path, variant: int = 0) -> dict[str, Any]:
+    """The stack's own settings for one selection variant of its fold, applied over its config files (last wins)."""
+    name, fold_dir = job.fold_dirs[variant]
     run, spec = job.runs[0], job.spec
     shorthands = {"trainer.max_epochs": spec.max_epochs, "early_stopping.patience": spec.patience,
                   "data.batch_size": spec.batch_size}
@@ -213,12 +223,12 @@ def run_arguments(job: FusionJob, stack_dir: Path) -> dict[str, Any]:
         model["network"] = {"init_args": {"cue": cues[0]}}
     own = {
         "seed_everything": run.seed, "threads": 1,
-        "member_dirs": [str(run_dir(job.out, r)) for r in job.runs],
+        "member_dirs": [str(run_dir(job.out, r) / variant_folder(job, name)) for r in job.runs],
         "trainer": {"accelerator": spec.accelerator, "devices": 1, "deterministic": True, "log_every_n_steps": 50,
                     "enable_progress_bar": False, "enable_model_summary": False,
                     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                "init_args": {"save_dir": str(stack_dir), "name": "", "version": ""}}},
-        "data": {"data_dir": str(job.fold_dir), "split": "manifest", "cue_files": dict(job.cue_files),
+        "data": {"data_dir": str(fold_dir), "split": "manifest", "cue_files": dict(job.cue_files),
                  "cues": cues},
         "model": model,
     }
@@ -261,31 +271,61 @@ def execute_job(job: FusionJob) -> list[dict[str, Any]]:
     stack_dir = job.out / "stacks" / stack_id(first).replace(">", "")
     for folder in [stack_dir, *(run_dir(job.out, r) for r in job.runs)]:
         shutil.rmtree(folder, ignore_errors=True)  # what a killed attempt left
-    stack_dir.mkdir(parents=True)
-    write_atomic(stack_dir / "run_args.yaml", yaml.safe_dump(run_arguments(job, stack_dir), sort_keys=False))
-    args = ["fit"]
-    for config in [*fusion_configs(spec, first.model), stack_dir / "run_args.yaml"]:
-        args += ["--config", str(config)]
-    run_lightning_cli(args)
+    for variant, (name, _) in enumerate(job.fold_dirs):
+        folder = stack_dir / variant_folder(job, name)
+        folder.mkdir(parents=True)
+        write_atomic(folder / "run_args.yaml", yaml.safe_dump(run_arguments(job, folder, variant), sort_keys=False))
+        args = ["fit"]
+        for config in [*fusion_configs(spec, first.model), folder / "run_args.yaml"]:
+            args += ["--config", str(config)]
+        run_lightning_cli(args)
     keys = dict(job.keys)
     seconds = round((time.time() - started) / len(job.runs), 2)
     rows = []
     for run in job.runs:
         folder = run_dir(job.out, run)
-        predictions = pd.read_csv(folder / "predictions.csv")
-        class_names = [c.removeprefix("prob_") for c in predictions.columns if c.startswith("prob_")]
+        variants = [folder / variant_folder(job, name) for name, _ in job.fold_dirs]
+        if len(variants) > 1:  # leave_one_source_region_out: the run is the average of its variants' models
+            average_runs(variants, folder)
+        predictions = Predictions.read_csv(folder / "predictions.csv")
         cues = list(run.cues) if isinstance(run.cues, tuple) else run.cues
         write_atomic(folder / "run.yaml", yaml.safe_dump({
             "run": {**dataclasses.asdict(run), "cues": cues},
-            "fold_role": job.fold_role, "artifacts": keys, "stack": str(stack_dir.relative_to(job.out)),
-            "reproduce": f"mcam fit --config {folder / 'config.yaml'}"}, sort_keys=False))
+            "fold_role": job.fold_role, "selection": spec.selection, "artifacts": keys,
+            "stack": str(stack_dir.relative_to(job.out)),
+            "reproduce": [f"mcam fit --config {v / 'config.yaml'}" for v in variants]
+            + ([f"average the predictions of {len(variants)} runs (mcam.suites.runner.average_runs)"]
+               if len(variants) > 1 else [])}, sort_keys=False))
         rows.append({"run_id": run.run_id, "suite": spec.name, "protocol": spec.protocol, "fold": run.fold,
                      "fold_role": job.fold_role, "mode": run.mode, "model": run.model, "cue_set": run.cue_set,
                      "cues": ",".join(parse_cues(cues, [name for name, _ in job.cue_files])),
                      "detector_seed": run.detector_seed, "seed": run.seed,
-                     **run_metrics(predictions, class_names, seed=run.seed), **keys,
+                     **run_metrics(predictions, predictions.classes, seed=run.seed), **_training(folder), **keys,
                      "seconds": seconds, "run_dir": str(folder.relative_to(job.out))})
     return rows
+
+
+def average_runs(variants: list[Path], folder: Path) -> None:
+    """One run from the models of its selection variants: predictions.csv with their mean class probabilities and
+    cue weights, training.yaml with their mean validation scores (epochs summed)."""
+    from mcam.fusion.cli import TRAINING_SUMMARY
+
+    Predictions.average([Predictions.read_csv(v / "predictions.csv") for v in variants]).to_csv(
+        folder / "predictions.csv")
+    summaries = [yaml.safe_load((v / TRAINING_SUMMARY).read_text()) for v in variants]
+    mean = {k: float(np.mean([s[k] for s in summaries])) for k in ("val_loss", "val_acc", "best_epoch")}
+    write_atomic(folder / TRAINING_SUMMARY, yaml.safe_dump(
+        {**mean, "epochs": int(sum(s["epochs"] for s in summaries)),
+         "variants": {v.name: s for v, s in zip(variants, summaries)}}, sort_keys=False))
+
+
+def _training(folder: Path) -> dict[str, Any]:
+    """The run's validation scores at its best epoch and its epochs (model selection reads these, never test)."""
+    from mcam.fusion.cli import TRAINING_SUMMARY
+
+    summary = yaml.safe_load((folder / TRAINING_SUMMARY).read_text())
+    return {"val_loss": summary["val_loss"], "val_acc": summary["val_acc"], "best_epoch": summary["best_epoch"],
+            "epochs": summary["epochs"]}
 
 
 class JobRunner:
@@ -368,7 +408,8 @@ class SuiteRunner:
         folds = make_folds(self.spec.protocol, manifest.table, reserved, self.spec.val_fraction,
                            seed=self.spec.split_seed, args=self.spec.protocol_args, only=self.spec.folds)
         self._check_folds(manifest, folds)
-        fold_dirs = {fold.name: self._fold_dir(manifest, fold) for fold in folds}
+        fold_dirs = {fold.name: tuple((variant.name, self._fold_dir(manifest, variant)) for variant in
+                                      selection_folds(fold, manifest.table, self.spec.selection)) for fold in folds}
         cue_names = list(dict.fromkeys(self.spec.detectors))
         runs = expand_runs(self.spec, [f.name for f in folds], cue_names)
         done = self.results.done()
@@ -470,16 +511,17 @@ class SuiteRunner:
         made_from = {"fold": fold.name, "table": hashlib.sha256(text.encode()).hexdigest()}
         return self.store.build("folds", made_from, lambda scratch: save_manifest(table, scratch / "manifest.csv"))
 
-    def _jobs(self, manifest: Manifest, fold: Fold, fold_dir: Path, runs: list[RunSpec], detectors: Path,
+    def _jobs(self, manifest: Manifest, fold: Fold, fold_dirs: tuple[tuple[str, Path], ...], runs: list[RunSpec],
+              detectors: Path,
               tables: Mapping[str, CueTable]) -> list[FusionJob]:
         files = self._cue_files(manifest, tables)
-        keys = (("detectors_key", _entry_id(detectors)), ("fold_key", f"folds/{fold_dir.name}"),
+        keys = (("detectors_key", _entry_id(detectors)), ("fold_key", ",".join(f"folds/{d.name}" for _, d in fold_dirs)),
                 ("cue_keys", ",".join(f"cues/{Path(p).parent.name}/{Path(p).stem}" for _, p in files)))
         role = self._fold_role(manifest, fold)
         stacks: dict[str, list[RunSpec]] = {}
         for run in runs:  # the runs of a stack id not in results.csv (its rows land together: a killed stack redoes all)
             stacks.setdefault(stack_id(run), []).append(run)
-        return [FusionJob(tuple(members), role, fold_dir, files, keys, self.out, self.spec)
+        return [FusionJob(tuple(members), role, fold_dirs, files, keys, self.out, self.spec)
                 for members in stacks.values()]
 
     def _cue_files(self, manifest: Manifest, tables: Mapping[str, CueTable]) -> tuple[tuple[str, str], ...]:

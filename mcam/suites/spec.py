@@ -65,7 +65,8 @@ class SuiteSpec:
     modes: list[Literal["lam", "gam"]] = field(default_factory=lambda: ["lam", "gam"])
     gam_detectors: list[str] | None = None  # which detectors GAM fine-tunes (default: every one in `pretrain`)
     gam_epochs: int = 1
-    models: list[str] = field(default_factory=lambda: ["attention", "concat", "static_weights", "late_average"])
+    models: list[str] = field(default_factory=lambda: ["attention", "attention_paper", "concat", "static_weights",
+                                                       "late_average"])
     single_cue_models: list[str] = field(default_factory=lambda: ["lam"])  # modes that also get single-cue models
     cue_sets: dict[str, CueSubset] = field(default_factory=lambda: {"A": None})  # name -> cue subset spec (None = all)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # fusion seeds, per detector seed
@@ -77,6 +78,9 @@ class SuiteSpec:
     batch_size: int | None = None
     val_fraction: float = 0.2
     split_seed: int = 0  # seeds the subject-disjoint train/val/test assignment of the folds
+    # what fusion runs are early-stopped on: held-out subjects of the training regions (in_domain), or each
+    # training region held out in turn, the run's prediction averaging those models (leave_one_source_region_out)
+    selection: Literal["in_domain", "leave_one_source_region_out"] = "in_domain"
     folds: list[str] | None = None  # restrict to these folds (e.g. held-out regions)
     protocol_args: ProtocolArgs = field(default_factory=dict)  # type: ignore[assignment]
     min_test_subjects: int = 10  # a scored fold with fewer test subjects is an error
@@ -180,7 +184,7 @@ def check_environment(spec: SuiteSpec, source: str | Path) -> None:
             except FileNotFoundError as err:
                 raise SpecError(f"{source}: models: no fusion model {model!r} ({err})") from None
             run = RunSpec("check", spec.modes[0], model, "A", (spec.detectors[0],), 0, 0)
-            job = FusionJob(run, "held_out", Path(scratch), (), (), Path(scratch), spec)
+            job = FusionJob((run,), "held_out", (("check", Path(scratch)),), (), (), Path(scratch), spec)
             arguments = Path(scratch) / "run_args.yaml"
             arguments.write_text(yaml.safe_dump(run_arguments(job, Path(scratch))))
             try:
