@@ -10,6 +10,7 @@ fold, held-out subjects of its training regions). Test columns are dropped befor
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -19,14 +20,27 @@ from mcam.suites.runner import run_suite
 from mcam.suites.spec import SuiteSpec
 
 ARGS = "model.network.init_args"
+
+
+def attention(fuse: str = "embeddings", aux: float = 0.0, cue_dropout: float = 0.0, weight_decay: float = 0.0,
+              cue_patience: int | None = None) -> dict[str, object]:
+    """Every knob of an `attention` variant, set explicitly (whatever configs/model/attention.yaml defaults to)."""
+    return {f"{ARGS}.fuse": fuse, f"{ARGS}.aux_weight": aux, f"{ARGS}.cue_dropout": cue_dropout,
+            "model.weight_decay": weight_decay, "model.cue_patience": cue_patience}
+
+
 # (name, model, fusion_overrides): the paper's network, then MCAM's with its parts added one at a time
 VARIANTS = [
     ("paper", "attention_paper", {}),
-    ("layernorm", "attention", {f"{ARGS}.aux_weight": 0.0, f"{ARGS}.cue_dropout": 0.0, "model.weight_decay": 0.0}),
-    ("+aux", "attention", {f"{ARGS}.cue_dropout": 0.0, "model.weight_decay": 0.0}),
-    ("+aux+cue_dropout", "attention", {"model.weight_decay": 0.0}),
-    ("+aux+cue_dropout+wd", "attention", {}),
-    ("mixture of experts (fuse: logits)", "attention", {f"{ARGS}.fuse": "logits"}),
+    ("layernorm", "attention", attention()),
+    ("+aux", "attention", attention(aux=0.5)),
+    ("+aux+cue_dropout+wd", "attention", attention(aux=0.5, cue_dropout=0.3, weight_decay=1e-4)),
+    ("+aux+cue_dropout+wd+cue_stopping", "attention",
+     attention(aux=0.5, cue_dropout=0.3, weight_decay=1e-4, cue_patience=5)),
+    ("mixture: +aux+cue_dropout+wd", "attention",
+     attention("logits", aux=0.5, cue_dropout=0.3, weight_decay=1e-4)),
+    ("mixture: +aux+cue_dropout+wd+cue_stopping", "attention",
+     attention("logits", aux=0.5, cue_dropout=0.3, weight_decay=1e-4, cue_patience=5)),
 ]
 SELECTED = ["fold", "fold_role", "seed", "val_acc", "val_loss", "best_epoch"]  # no test column is read
 
@@ -35,14 +49,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/attention_selection")
     parser.add_argument("--doc", default="docs/attention_selection.md")
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
     rows = []
     for name, model, overrides in VARIANTS:
         spec = SuiteSpec.load(find_suite("loro"), overrides=[
             "--models", f"[{model}]", "--single_cue_models", "[]", "--detector_seeds", "[0]",
-            "--seeds", str(list(range(args.seeds))), "--fusion_overrides", repr(overrides) if overrides else "{}"])
-        out = Path(args.out) / name.replace(" ", "_").replace(":", "").replace("(", "").replace(")", "")
+            "--seeds", str(list(range(args.seeds))), "--fusion_overrides", json.dumps(overrides)])
+        out = Path(args.out) / name.replace(" ", "_").replace(":", "").replace("+", "_")
         run_suite(spec, out, progress=False, command=f"benchmarks/attention_selection.py variant {name!r}")
         results = pd.read_csv(out / "results.csv", usecols=SELECTED)
         held_out = results[results["fold_role"] == "held_out"]

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from mcam.assets import asset_path, load_yaml
 from mcam.cues.table import CueTable
 from mcam.fusion.data import CueDataModule
 from mcam.fusion.ensemble import FusionEnsemble
@@ -50,26 +51,39 @@ def _network_class(model: ModelSpec) -> type:
     return getattr(importlib.import_module(module_name), name)
 
 
+def model_settings(model: ModelSpec) -> dict[str, Any]:
+    """The `model:` section of configs/model/<name>.yaml for a NETWORKS name (what `mcam fit` starts from: the
+    network's init_args, lr, weight_decay, cue_patience); {} for anything else."""
+    if not isinstance(model, str):
+        return {}
+    try:
+        return dict(load_yaml(asset_path(f"configs/model/{model}.yaml")).get("model") or {})
+    except FileNotFoundError:
+        return {}
+
+
 def build_network(model: ModelSpec, data: CueDataModule, **init_args: Any) -> nn.Module:
-    """A fusion network for the data's cues/classes: a NETWORKS name, a {class_path, init_args} mapping or a module."""
+    """A fusion network for the data's cues/classes: a NETWORKS name (with its configs/model/<name>.yaml init_args,
+    as `mcam fit` builds it), a {class_path, init_args} mapping or a module."""
     if isinstance(model, nn.Module):
         return model
-    if not isinstance(model, str):
-        init_args = {**dict(model.get("init_args", {})), **init_args}
+    configured = model_settings(model).get("network", {}) if isinstance(model, str) else model
+    init_args = {**dict(configured.get("init_args") or {}), **init_args}
     return _network_class(model)(cue_dims=data.cue_dims, num_classes=data.num_classes, cue_labels=data.cue_labels,
                                  class_names=data.class_names, **init_args)
 
 
 def train_fusion(cue_tables: Mapping[str, CueTable], manifest: Manifest | pd.DataFrame, model: ModelSpec = "attention",
                  cues: str | list[str] | None = None, split: Mapping[str, Any] | None = None, max_epochs: int = 100,
-                 seed: int = 0, log_dir: str | Path | None = None, lr: float = 1e-3, batch_size: int = 256,
+                 seed: int = 0, log_dir: str | Path | None = None, lr: float | None = None, batch_size: int = 256,
                  patience: int = 10, target: str = "canonical7", balance: str = "weights",
                  accelerator: str = "auto", progress: bool = False, log_images: bool = False,
-                 network_args: Mapping[str, Any] | None = None, weight_decay: float = 0.0) -> FusionResult:
+                 network_args: Mapping[str, Any] | None = None, weight_decay: float | None = None) -> FusionResult:
     """Train and test one fusion model (early stopping on val loss, best weights restored) with the trainer of
     `mcam fit` and the suites (a FusionEnsemble of one member).
 
-    `split` holds CueDataModule split arguments, e.g. {'split': 'regions', 'test_regions': ['east_asian']}.
+    lr, weight_decay and (for a named model) the network's arguments and per-cue early stopping default to
+    configs/model/<model>.yaml, as `mcam fit` has them. `split` holds CueDataModule split arguments, e.g. {'split': 'regions', 'test_regions': ['east_asian']}.
     With `log_dir` the run keeps TensorBoard events and its checkpoint there; without, nothing is written.
     """
     pl.seed_everything(seed, verbose=False)
@@ -77,7 +91,10 @@ def train_fusion(cue_tables: Mapping[str, CueTable], manifest: Manifest | pd.Dat
     data = CueDataModule.from_tables(cue_tables, manifest, cues=cues, seed=seed, target=target, balance=balance,
                                      batch_size=batch_size, standardize=not raw, **dict(split or {}))
     network = build_network(model, data, **dict(network_args or {}))
-    module = FusionEnsemble(network, seeds=[seed], lr=lr, weight_decay=weight_decay, patience=patience,
+    settings = model_settings(model)
+    module = FusionEnsemble(network, seeds=[seed], lr=settings.get("lr", 1e-3) if lr is None else lr,
+                            weight_decay=settings.get("weight_decay", 0.0) if weight_decay is None else weight_decay,
+                            cue_patience=settings.get("cue_patience"), patience=patience,
                             class_weights=data.class_weights, region_names=data.region_names,
                             group_names=data.group_names, image_every_n_epochs=10 if log_images else 0)
     logger = TensorBoardLogger(str(log_dir), name="", version="") if log_dir is not None else False

@@ -28,7 +28,7 @@ from torch.utils.tensorboard.summary import Summary, scalar
 from mcam.determinism import seeded
 from mcam.fusion.metrics import stacked_scores
 from mcam.fusion.module import CUE_METADATA, CueCheckpoints, breakdown, log_figures
-from mcam.fusion.networks import drop_cues, fusion_loss
+from mcam.fusion.networks import cue_losses, drop_cues, fusion_loss
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]  # x, valid, y, region, group, row index
 
@@ -59,12 +59,20 @@ class _Member:
     wait: int = 0
     stopped_epoch: int | None = None
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    # per-cue early stopping (cue_patience): best per-cue validation loss, epochs since, the cue's best weights
+    cue_best: list[float] = field(default_factory=list)
+    cue_wait: list[int] = field(default_factory=list)
+    cue_state: list[Tensor | None] = field(default_factory=list)
+    cue_frozen: dict[int, int] = field(default_factory=dict)  # cue -> epoch it was frozen
 
 
 class FusionEnsemble(CueCheckpoints, pl.LightningModule):
     """Trains one fusion network per seed (class-weighted CE, Adam, LR on plateau, early stopping on val/loss).
 
-    The data module gives whole parts as batches; each `training_step` is one epoch of minibatches of
+    With `cue_patience`, each cue is early-stopped on its own: when its classifier's validation loss has not
+    improved for that many epochs, its encoder and classifier go back to their best epoch and stay frozen (a
+    cue that only memorises the training rows stops changing, so the attention cannot keep learning to trust
+    it). The data module gives whole parts as batches; each `training_step` is one epoch of minibatches of
     the data module's `batch_size` per member. Scalars go to the loggers per member (`seed<s>/val/loss`;
     without the prefix for a stack of one); `member_state_dict(i)` is a state_dict a `FusionModule` loads.
     """
@@ -73,8 +81,12 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
                  weight_decay: float = 0.0, class_weights: list[float] | None = None, plateau_factor: float = 0.5,
                  plateau_patience: int = 5, monitor: str = "val/loss", patience: int = 20, min_delta: float = 0.0,
                  region_names: list[str] | None = None, group_names: list[str] | None = None,
-                 image_every_n_epochs: int = 10, details_every_n_epochs: int = 1) -> None:
+                 image_every_n_epochs: int = 10, details_every_n_epochs: int = 1,
+                 cue_patience: int | None = None) -> None:
         super().__init__()
+        if cue_patience is not None and (cue_patience < 1 or not hasattr(network, "cue_parameters")):
+            raise ValueError(f"cue_patience needs a network with per-cue classifiers (cue_parameters) and >= 1, got "
+                             f"{cue_patience} for {type(network).__name__}")
         if monitor != "val/loss":
             raise ValueError(f"FusionEnsemble stops and keeps weights on val/loss, not {monitor!r}")
         self.save_hyperparameters(ignore=["network", "class_weights", "region_names", "group_names"])
@@ -137,6 +149,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         best = next((v for e, v in state.history if e == state.best_epoch and "val/loss" in v), {})
         return {"seed": state.seed, "best_epoch": state.best_epoch, "stopped_epoch": state.stopped_epoch,
                 "epochs": sum(1 for _, v in state.history if "train/loss" in v),
+                "frozen_cues": {self.cue_names[c]: epoch for c, epoch in sorted(state.cue_frozen.items())},
                 "val_loss": best.get("val/loss"), "val_acc": best.get("val/acc"), "val_f1": best.get("val/f1")}
 
     # --- the vectorised forward -------------------------------------------------------
@@ -146,17 +159,22 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         buffers = {name: getattr(self, f"constant_{i}") for i, name in enumerate(self._buffer_names)}
         return functional_call(self._meta, (params, buffers), (x, valid), {"aux": True} if aux else {})
 
-    def _stacked(self, members: Sequence[int], x: Tensor, valid: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-member (loss [A], logits [A, B, K], weights [A, B, n_cues]) on rows every member shares (x and y
-        [B, ...]; valid [B, n_cues], or [A, B, n_cues] when cue dropout hid other cues per member). The rows go in
-        expanded, not copied: each member's products have the shapes of its single run (the same numbers)."""
+    def _outputs(self, members: Sequence[int], x: Tensor, valid: Tensor) -> tuple[Tensor, ...]:
+        """Per-member network outputs (logits [A, B, K], weights [A, B, n_cues][, cue logits]) on rows every member
+        shares (x [B, ...]; valid [B, n_cues], or [A, B, n_cues] when cue dropout hid other cues per member). The
+        rows go in expanded, not copied: each member's products have the shapes of its single run (the same
+        numbers)."""
         a = len(members)
         flat = torch.stack([self.members[i] for i in members])
         valid = valid if valid.dim() == 3 else valid.expand(a, *valid.shape)
-        aux = self.network.aux_weight
-        outputs = vmap(functools.partial(self._forward_one, aux=aux > 0), randomness="different")(
+        aux = self.network.aux_weight > 0
+        return vmap(functools.partial(self._forward_one, aux=aux), randomness="different")(
             flat, x.expand(a, *x.shape), valid)
-        return fusion_loss(outputs, y, valid, self.class_weight, aux), outputs[0], outputs[1]
+
+    def _stacked(self, members: Sequence[int], x: Tensor, valid: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-member (loss [A], logits [A, B, K], weights [A, B, n_cues]) (see `_outputs`)."""
+        outputs = self._outputs(members, x, valid)
+        return fusion_loss(outputs, y, valid, self.class_weight, self.network.aux_weight), outputs[0], outputs[1]
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """Every member on the same rows: (logits [M, B, K], cue weights [M, B, n_cues])."""
@@ -225,17 +243,22 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
                 for i in active:
                     self._state[i].optimizer.step()
                     self._state[i].optimizer.zero_grad(set_to_none=True)
+                    self._hold_frozen_cues(i)
             losses.append(loss.detach() * len(rows))
             preds.append(logits.detach().argmax(-1))
             cue_weights.append(weights.detach())
         train_loss = torch.stack(losses).sum(0) / n
         seen = (y[order], region[order], group[order])
         train = self._scores("train", torch.cat(preds, dim=1), torch.cat(cue_weights, dim=1), *seen)
-        val_loss, val_pred, val_weights = self._evaluate(active, self._val)
+        val_loss, val_pred, val_weights, val_cue_loss = self._evaluate_cues(active, self._val)
         val = self._scores("val", val_pred, val_weights, *self._val[2:5])
         for a, i in enumerate(active):
             scalars = {"train/loss": float(train_loss[a]), "val/loss": float(val_loss[a]),
                        "lr": self._state[i].optimizer.param_groups[0]["lr"], **train[a], **val[a]}
+            if val_cue_loss is not None:
+                scalars.update({f"val/cue_loss/{c}": float(v) for c, v in zip(self.cue_names, val_cue_loss[a])})
+                if self.hparams.cue_patience:
+                    self._stop_cues(i, val_cue_loss[a].tolist())
             self._record(i, scalars)
             self._stop_or_go(i, float(val_loss[a]))
         if not self._active:
@@ -243,10 +266,18 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
 
     @torch.no_grad()
     def _evaluate(self, members: Sequence[int], tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        loss, pred, weights, _ = self._evaluate_cues(members, tensors)
+        return loss, pred, weights
+
+    @torch.no_grad()
+    def _evaluate_cues(self, members: Sequence[int], tensors: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """(loss [A], predictions [A, B], weights [A, B, n_cues], per-cue classifier losses [A, n_cues] or None)."""
         x, valid, y = tensors[:3]
         self._meta.eval()
-        loss, logits, weights = self._stacked(members, x, valid, y)
-        return loss, logits.argmax(-1), weights
+        outputs = self._outputs(members, x, valid)
+        loss = fusion_loss(outputs, y, valid, self.class_weight, self.network.aux_weight)
+        per_cue = cue_losses(outputs[2], y, valid, self.class_weight) if len(outputs) > 2 else None
+        return loss, outputs[0].argmax(-1), outputs[1], per_cue
 
     def _scores(self, split: str, pred: Tensor, weights: Tensor, y: Tensor, region: Tensor,
                 group: Tensor) -> list[dict[str, float]]:
@@ -287,6 +318,48 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
             if member == i:
                 log_figures(self.loggers, figures, epoch, prefix)
         self._pending_figures = [f for f in self._pending_figures if f[0] != i]
+
+    def _cue_masks(self) -> list[Tensor]:
+        """Per cue, which entries of a member's flat parameter vector are the cue's own (`cue_parameters`)."""
+        if not hasattr(self, "_masks"):
+            offsets, start = {}, 0
+            for name, _, n in self._shapes:
+                offsets[name], start = (start, start + n), start + n
+            masks = []
+            for c in range(len(self.cue_names)):
+                mask = torch.zeros(start, dtype=torch.bool)
+                for name, (first, last) in offsets.items():
+                    if name.startswith(self.network.cue_parameters(c)):
+                        mask[first:last] = True
+                masks.append(mask.to(self.device))
+            self._masks = masks
+        return self._masks
+
+    def _stop_cues(self, i: int, cue_loss: list[float]) -> None:
+        """Per-cue early stopping of member i: a cue whose classifier's validation loss has not improved for
+        `cue_patience` epochs goes back to its best epoch's weights and stays there."""
+        state, masks = self._state[i], self._cue_masks()
+        if not state.cue_best:
+            n = len(cue_loss)
+            state.cue_best, state.cue_wait, state.cue_state = [math.inf] * n, [0] * n, [None] * n
+        for c, loss in enumerate(cue_loss):
+            if c in state.cue_frozen or not math.isfinite(loss):
+                continue
+            if loss < state.cue_best[c]:
+                state.cue_best[c], state.cue_wait[c] = loss, 0
+                state.cue_state[c] = self.members[i].detach()[masks[c]].clone()
+                continue
+            state.cue_wait[c] += 1
+            if state.cue_wait[c] >= self.hparams.cue_patience:
+                state.cue_frozen[c] = self.current_epoch
+                self._hold_frozen_cues(i)
+
+    @torch.no_grad()
+    def _hold_frozen_cues(self, i: int) -> None:
+        """Member i's frozen cues back at their best weights (Adam's momentum and weight decay move them)."""
+        state = self._state[i]
+        for c in state.cue_frozen:
+            self.members[i][self._cue_masks()[c]] = state.cue_state[c]
 
     def _stop_or_go(self, i: int, val_loss: float) -> None:
         """EarlyStopping + ModelCheckpoint(save_top_k=1) + ReduceLROnPlateau of one member, as a single run has."""

@@ -78,8 +78,10 @@ class FusionModule(CueCheckpoints, pl.LightningModule):
                  class_weights: list[float] | None = None, plateau_factor: float = 0.5, plateau_patience: int = 5,
                  monitor: str = "val/loss", region_names: list[str] | None = None,
                  group_names: list[str] | None = None, image_every_n_epochs: int = 10,
-                 details_every_n_epochs: int = 1) -> None:
+                 details_every_n_epochs: int = 1, cue_patience: int | None = None) -> None:
         super().__init__()
+        if cue_patience is not None:
+            raise ValueError("per-cue early stopping (cue_patience) is FusionEnsemble's; this per-run trainer has none")
         self.save_hyperparameters(ignore=["network", "class_weights", "region_names", "group_names"])
         self.network = network
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None

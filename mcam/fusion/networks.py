@@ -11,6 +11,7 @@ probability (one always stays), drawn by the trainer from the member's own gener
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, Mapping, Sequence
 
 import torch
@@ -133,7 +134,7 @@ class AttentionFusion(FusionNetwork):
     def __init__(self, cue_dims: Mapping[str, int], num_classes: int,
                  cue_labels: Mapping[str, Sequence[str]] | None = None, class_names: Sequence[str] | None = None,
                  embed_dim: int = 16, attention_hidden: Sequence[int] = (32,), hidden: Sequence[int] = (10, 10, 10),
-                 fuse: Literal["embeddings", "logits"] = "embeddings", aux_weight: float = 0.5,
+                 fuse: Literal["embeddings", "logits"] = "logits", aux_weight: float = 0.5,
                  cue_dropout: float = 0.3) -> None:
         super().__init__(cue_dims, num_classes, cue_labels, class_names)
         if fuse not in ("embeddings", "logits"):
@@ -146,6 +147,11 @@ class AttentionFusion(FusionNetwork):
         self.attention = mlp(n * embed_dim + n, attention_hidden, n)
         self.cue_heads = nn.ModuleList(nn.Linear(embed_dim, num_classes) for _ in range(n))
         self.head = mlp(embed_dim, hidden, num_classes) if fuse == "embeddings" else None
+
+    def cue_parameters(self, c: int) -> tuple[str, ...]:
+        """Name prefixes of cue c's own parameters (its encoder and classifier): what per-cue early stopping
+        (FusionEnsemble `cue_patience`) freezes."""
+        return (f"encoders.encoders.{c}.", f"cue_heads.{c}.")
 
     def forward(self, x: Tensor, valid: Tensor, aux: bool = False) -> tuple[Tensor, ...]:
         emb = self.encoders(self.split(x), valid)
@@ -289,6 +295,17 @@ def drop_cues(valid: Tensor, p: float, generator: torch.Generator) -> Tensor:
     return torch.where(kept.any(dim=1, keepdim=True), kept, valid)
 
 
+def _row_weight(y: Tensor, class_weight: Tensor | None, dtype: torch.dtype) -> Tensor:
+    return class_weight[y] if class_weight is not None else torch.ones_like(y, dtype=dtype)
+
+
+def _cue_nll(cue_logits: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy [..., B, n_cues] of each cue's own classifier (cue_logits [..., B, n_cues, K])."""
+    targets = y.unsqueeze(-1).expand(cue_logits.shape[:-1])
+    nll = F.cross_entropy(cue_logits.reshape(-1, cue_logits.shape[-1]), targets.reshape(-1), reduction="none")
+    return nll.view(cue_logits.shape[:-1])
+
+
 def fusion_loss(outputs: Sequence[Tensor], y: Tensor, valid: Tensor, class_weight: Tensor | None,
                 aux_weight: float = 0.0) -> Tensor:
     """Class-weighted cross-entropy of the fused logits, plus `aux_weight` x the class-weighted mean cross-entropy
@@ -296,17 +313,23 @@ def fusion_loss(outputs: Sequence[Tensor], y: Tensor, valid: Tensor, class_weigh
     [..., B, n_cues, K]]) with any leading (member) dims, y [B], valid [..., B, n_cues]; the loss has the leading
     dims. Each member's loss is reduced over its own rows only, so a stack computes each member's single-run loss."""
     logits, k = outputs[0], outputs[0].shape[-1]
-    row_weight = class_weight[y] if class_weight is not None else torch.ones_like(y, dtype=logits.dtype)
+    row_weight = _row_weight(y, class_weight, logits.dtype)
     nll = F.cross_entropy(logits.reshape(-1, k), y.expand(logits.shape[:-1]).reshape(-1), reduction="none")
     loss = (nll.view(logits.shape[:-1]) * row_weight).sum(-1) / row_weight.sum()
     if aux_weight > 0 and len(outputs) > 2:
-        cue_logits = outputs[2]
-        targets = y.unsqueeze(-1).expand(cue_logits.shape[:-1])
-        per_cue = F.cross_entropy(cue_logits.reshape(-1, k), targets.reshape(-1), reduction="none")
         mask = valid.to(logits.dtype) * row_weight.unsqueeze(-1)
-        aux = (per_cue.view(cue_logits.shape[:-1]) * mask).sum((-1, -2)) / mask.sum((-1, -2)).clamp_min(1e-8)
+        aux = (_cue_nll(outputs[2], y) * mask).sum((-1, -2)) / mask.sum((-1, -2)).clamp_min(1e-8)
         loss = loss + aux_weight * aux
     return loss
+
+
+def cue_losses(cue_logits: Tensor, y: Tensor, valid: Tensor, class_weight: Tensor | None) -> Tensor:
+    """Class-weighted cross-entropy [..., n_cues] of each cue's own classifier over the rows that have the cue
+    (inf for a cue no row has)."""
+    mask = valid.to(cue_logits.dtype) * _row_weight(y, class_weight, cue_logits.dtype).unsqueeze(-1)
+    total = mask.sum(-2)
+    loss = (_cue_nll(cue_logits, y) * mask).sum(-2) / total.clamp_min(1e-8)
+    return torch.where(total > 0, loss, torch.full_like(loss, math.inf))
 
 
 NETWORKS: dict[str, type[FusionNetwork]] = {
