@@ -14,7 +14,7 @@ from mcam.cli.main import main
 from mcam.fusion.data import CueDataModule
 from mcam.fusion.ensemble import FusionEnsemble
 from mcam.fusion.module import FusionModule
-from mcam.fusion.networks import AttentionFusion
+from mcam.fusion.networks import AttentionFusion, AttentionPaper
 
 torch.set_num_threads(1)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -84,3 +84,29 @@ def test_members_stop_on_their_own_and_leave_the_computation(monkeypatch: pytest
         assert min(v["val/loss"] for _, v in state.history) == state.best
     epochs = [len(model.member_history(i)) for i in range(3)]
     assert epochs == [s + 1 for s in stops]
+
+
+def test_per_cue_early_stopping_freezes_a_cue_at_its_best_weights() -> None:
+    """cue_patience: a cue whose own validation loss stalls is put back to its best epoch and stays there; the
+    member's final (best-epoch) weights keep it frozen, and the run's training summary names it."""
+    import lightning.pytorch as pl
+
+    manifest = toy_manifest()
+    data = CueDataModule.from_tables(toy_tables(manifest), manifest, batch_size=64)
+    network = AttentionFusion(data.cue_dims, data.num_classes, class_names=data.class_names)
+    model = FusionEnsemble(network, seeds=[0, 1], lr=0.01, patience=6, cue_patience=1,
+                           class_weights=data.class_weights, image_every_n_epochs=0)
+    pl.Trainer(max_epochs=30, logger=False, enable_progress_bar=False, enable_model_summary=False,
+               enable_checkpointing=False, deterministic=True).fit(model, datamodule=data)
+    masks, checked = model._cue_masks(), 0
+    for i, state in enumerate(model._state):
+        summary = model.member_summary(i)
+        assert summary["frozen_cues"] == {model.cue_names[c]: e for c, e in sorted(state.cue_frozen.items())}
+        for c, epoch in state.cue_frozen.items():
+            if epoch <= state.best_epoch:  # frozen before the kept epoch: the kept weights hold the frozen cue
+                assert torch.equal(model.members[i].detach()[masks[c]], state.cue_state[c])
+                checked += 1
+    assert checked, "no cue froze before a member's best epoch on the toy data"
+    with pytest.raises(ValueError, match="cue_patience"):  # the paper's network has no per-cue classifiers
+        FusionEnsemble(AttentionPaper(data.cue_dims, data.num_classes, class_names=data.class_names), seeds=[0],
+                       cue_patience=2)

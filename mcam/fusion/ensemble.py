@@ -1,9 +1,11 @@
 """FusionEnsemble: a stack of fusion networks of one configuration, differing by seed, trained as one module.
 
-Each member is exactly a single run: its own initial weights (drawn from its seed), its own batch order (a
-generator seeded with its seed), its own Adam and ReduceLROnPlateau, and early stopping on its own validation
-loss with its best-epoch weights kept. The members' forward and backward passes run at once through
-`torch.func.vmap`; a stopped member leaves the computation. `mcam fit` trains a stack of one.
+Each member is exactly a single run: its own initial weights and cue dropout (drawn from its seed), its own Adam
+and ReduceLROnPlateau, early stopping on its own validation loss with its best-epoch weights kept (and, with
+`cue_patience`, per-cue early stopping). The batch order is the data's (data.seed), the same for every member,
+so each minibatch's rows are gathered once and every member reads them. The members' forward and backward
+passes run at once through `torch.func.vmap`; a stopped member leaves the computation. `mcam fit` trains a
+stack of one.
 
 On CPU, MKL picks matrix kernels by memory alignment, so a member at an odd position of the stack would get
 gradients that differ from its single run in the last bit; `mcam/__init__.py` sets MKL_CBWR=AUTO,STRICT,
@@ -73,7 +75,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
     improved for that many epochs, its encoder and classifier go back to their best epoch and stay frozen (a
     cue that only memorises the training rows stops changing, so the attention cannot keep learning to trust
     it). The data module gives whole parts as batches; each `training_step` is one epoch of minibatches of
-    the data module's `batch_size` per member. Scalars go to the loggers per member (`seed<s>/val/loss`;
+    the data module's `batch_size`. Scalars go to the loggers per member (`seed<s>/val/loss`;
     without the prefix for a stack of one); `member_state_dict(i)` is a state_dict a `FusionModule` loads.
     """
 

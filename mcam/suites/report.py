@@ -335,6 +335,10 @@ def method_section(roles: Mapping[tuple[str, str], str], n_boot: int, seed: int,
     test_draws = int(tests["n_boot"].iloc[0]) if not tests.empty else tests_draws(0)
     return [
         "- Accuracy of a cell = the plain mean over its replicate runs of each run's test accuracy.",
+        "- Fusion seeds: a seed draws a fusion network's initial weights and its cue dropout; the minibatch order is "
+        "the data seed's, the same for every fusion seed (the seeds of a model, fold and detector seed train "
+        "together as one vectorised stack; each member is the single run of its seed). Detector seeds draw the "
+        "detectors' training.",
         f"- 95% intervals: percentile bootstrap, {n_boot} draws, random seed {seed} (fixed: the report is the same "
         "every time it is regenerated). Each draw resamples, with replacement, the test subjects (all of a "
         "subject's samples together; within each fold), the detector-training seeds, and the fusion seeds within "
