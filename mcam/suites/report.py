@@ -568,8 +568,9 @@ def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.
     detector_seeds = sorted(int(s) for s in results["detector_seed"].unique())
     seeds = sorted(int(s) for s in results["seed"].unique())
     sources = sorted({fold for (_, fold), role in roles.items() if role == SOURCE})
+    n_runs = results["run_id"].nunique() if "run_id" in results else len(results)  # best single cue rows repeat runs
     lines = [f"# MCAM suite report: {results['suite'].iloc[0]} ({results['protocol'].iloc[0]})", "",
-             f"{len(results)} runs; detector seeds {detector_seeds}; fusion seeds {seeds}; folds {folds}.",
+             f"{n_runs} runs; detector seeds {detector_seeds}; fusion seeds {seeds}; folds {folds}.",
              *([f"Source fold(s) {sources}: the LAM detectors were pre-trained there, so they are in-domain for the "
                 f"detectors; reported apart and not in the {MEAN}."] if sources else []),
              f"Accuracy cells: mean over replicates [95% bootstrap CI over test subjects, detector seeds and fusion "
