@@ -4,6 +4,8 @@ scikit-learn's MLPClassifier(10, 10, 10), at 1 and 2 threads.
 
     python benchmarks/fusion_speed.py                      # synthetic cues shaped like the main job's
     python benchmarks/fusion_speed.py --cue-dir D --data M # cached cue tables (<cue>.npz) over manifest folder M
+    python benchmarks/fusion_speed.py --run outputs/loro/runs/latin_wild/lam/attention/A/d0/seed0
+                                                           # the cues and fold of a main-job run (its config.yaml)
 
 Prints `fusion_stage_speedup: X` (per-run total / stacked total, 4 models x --seeds seeds) and
 `per_model_vs_sklearn: Y` (sklearn seconds per model / stacked seconds per member), and writes the output to
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from mcam.assets import asset_path
 from mcam.cues.table import CueTable
@@ -120,6 +123,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--cue-dir", help="cached cue tables <cue>.npz (default: synthetic ones)")
     parser.add_argument("--data", help="manifest folder of --cue-dir (with a train/val/test `split` column)")
+    parser.add_argument("--run", help="a suite run folder: its config.yaml's cue files and fold (data.cue_files, "
+                        "data.data_dir, paths relative to where the suite ran)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fusion_speed-cpu.md"))
     args = parser.parse_args()
     from mcam.suites.runner import quiet_lightning
@@ -134,7 +139,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="fusion-speed-") as tmp:
         scratch = Path(tmp)
-        if args.cue_dir:
+        if args.run:
+            config = yaml.safe_load((Path(args.run) / "config.yaml").read_text())["data"]
+            data, files = Path(config["data_dir"]), dict(config["cue_files"])
+        elif args.cue_dir:
             data, files = Path(args.data), {p.stem: str(p) for p in sorted(Path(args.cue_dir).glob("*.npz"))}
         else:
             data, files = scratch / "data", synthetic(scratch / "data")
