@@ -15,7 +15,7 @@ from torch import nn
 from mcam.assets import asset_path, load_yaml
 from mcam.cues.table import CueTable
 from mcam.fusion.data import CueDataModule
-from mcam.fusion.ensemble import FusionEnsemble
+from mcam.fusion.ensemble import FusionEnsemble, member_outputs
 from mcam.fusion.module import predictions_frame
 from mcam.fusion.networks import NETWORKS
 from mcam.fusion.predictions import Predictions
@@ -111,6 +111,5 @@ def train_fusion(cue_tables: Mapping[str, CueTable], manifest: Manifest | pd.Dat
         best = run_dir / "checkpoints" / "best.ckpt"
         best.parent.mkdir(parents=True, exist_ok=True)
         torch.save(module.member_checkpoint(0), best)
-    member = [{"index": o["index"], "probs": o["probs"][0], "weights": o["weights"][0]} for o in outputs]
-    predictions = predictions_frame(member, data.metadata, network.cue_names, network.class_names)
+    predictions = predictions_frame(member_outputs(outputs, 0), data.metadata, network.cue_names, network.class_names)
     return FusionResult(predictions, metrics, best, run_dir, module, data)

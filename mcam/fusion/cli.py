@@ -144,11 +144,10 @@ class FusionCLI(_CLI):
         super().before_fit()
         config = self.config[self.subcommand]
         log_dir = Path(self.trainer.log_dir or ".")
-        seeds = self.model.seeds
-        folders = [Path(d) for d in config.member_dirs] if config.member_dirs else \
-            [log_dir] if len(seeds) == 1 else [log_dir / f"seed{s}" for s in seeds]
-        if len(folders) != len(seeds):
-            raise ValueError(f"{len(folders)} member_dirs for {len(seeds)} seeds")
+        self.model.member_dirs = config.member_dirs
+        folders = self.model.member_folders(log_dir)
+        if len(folders) != len(self.model.seeds):
+            raise InputError(f"{len(folders)} member_dirs for {len(self.model.seeds)} seeds (model.seeds)")
         self.model.member_dirs = [str(f) for f in folders]
         self._keep_adapted_spec(sorted({log_dir, *folders}))
 
@@ -165,7 +164,7 @@ class FusionCLI(_CLI):
         log_dir = Path(self.trainer.log_dir or ".")
         name = f"{config.checkpoint.filename or 'best'}.ckpt"
         template = self._member_template(config)
-        for i, folder in enumerate(Path(d) for d in model.member_dirs):
+        for i, folder in enumerate(model.member_folders(log_dir)):
             own = folder != log_dir
             checkpoints = Path(config.checkpoint.dirpath) if config.checkpoint.dirpath and not own \
                 else folder / "checkpoints"

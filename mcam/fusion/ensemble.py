@@ -17,6 +17,7 @@ import copy
 import functools
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import lightning
@@ -127,6 +128,13 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         """Scalar tag prefix of member i: '' for a stack of one, else 'seed<s>/'."""
         return "" if len(self.seeds) == 1 else f"seed{self.seeds[i]}/"
 
+    def member_folders(self, log_dir: Path) -> list[Path]:
+        """Each member's run folder: `member_dirs` when set, else the logger's folder for a stack of one and
+        <log_dir>/seed<s> for a larger stack."""
+        if self.member_dirs:
+            return [Path(d) for d in self.member_dirs]
+        return [log_dir] if len(self.seeds) == 1 else [log_dir / f"seed{s}" for s in self.seeds]
+
     def member_state_dict(self, i: int) -> dict[str, Tensor]:
         """Member i's weights as the network's state_dict."""
         params = torch.split(self.members[i].detach().cpu(), [n for _, _, n in self._shapes])
@@ -180,10 +188,8 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """Every member on the same rows: (logits [M, B, K], cue weights [M, B, n_cues])."""
-        m = len(self.seeds)
-        flat = torch.stack(list(self.members))
-        return vmap(self._forward_one, randomness="different")(flat, x.expand(m, *x.shape),
-                                                               valid.expand(m, *valid.shape))
+        outputs = self._outputs(range(len(self.seeds)), x, valid)
+        return outputs[0], outputs[1]
 
     # --- training -------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -210,6 +216,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         # the batch order is the data's (data.seed), shared by every member: a member's draws (its initial weights,
         # cue dropout) are its seed's, so it is the single run of `seed_everything: <seed>` with this data seed
         self._order_generator = torch.Generator().manual_seed(int(data.seed))
+        self._masks = self._cue_masks() if self.hparams.cue_patience else []
 
     def _order(self, y: Tensor) -> Tensor:
         """This epoch's row order (a permutation, or class-balanced draws for balance='sampler')."""
@@ -252,7 +259,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         train_loss = torch.stack(losses).sum(0) / n
         seen = (y[order], region[order], group[order])
         train = self._scores("train", torch.cat(preds, dim=1), torch.cat(cue_weights, dim=1), *seen)
-        val_loss, val_pred, val_weights, val_cue_loss = self._evaluate_cues(active, self._val)
+        val_loss, val_pred, val_weights, val_cue_loss = self._evaluate(active, self._val)
         val = self._scores("val", val_pred, val_weights, *self._val[2:5])
         for a, i in enumerate(active):
             scalars = {"train/loss": float(train_loss[a]), "val/loss": float(val_loss[a]),
@@ -267,12 +274,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
             self.trainer.should_stop = True
 
     @torch.no_grad()
-    def _evaluate(self, members: Sequence[int], tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        loss, pred, weights, _ = self._evaluate_cues(members, tensors)
-        return loss, pred, weights
-
-    @torch.no_grad()
-    def _evaluate_cues(self, members: Sequence[int], tensors: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    def _evaluate(self, members: Sequence[int], tensors: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """(loss [A], predictions [A, B], weights [A, B, n_cues], per-cue classifier losses [A, n_cues] or None)."""
         x, valid, y = tensors[:3]
         self._meta.eval()
@@ -323,24 +325,20 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
 
     def _cue_masks(self) -> list[Tensor]:
         """Per cue, which entries of a member's flat parameter vector are the cue's own (`cue_parameters`)."""
-        if not hasattr(self, "_masks"):
-            offsets, start = {}, 0
-            for name, _, n in self._shapes:
-                offsets[name], start = (start, start + n), start + n
-            masks = []
-            for c in range(len(self.cue_names)):
-                mask = torch.zeros(start, dtype=torch.bool)
-                for name, (first, last) in offsets.items():
-                    if name.startswith(self.network.cue_parameters(c)):
-                        mask[first:last] = True
-                masks.append(mask.to(self.device))
-            self._masks = masks
-        return self._masks
+        ends = torch.tensor([n for _, _, n in self._shapes]).cumsum(0).tolist()
+        masks = []
+        for c in range(len(self.cue_names)):
+            mask = torch.zeros(ends[-1] if ends else 0, dtype=torch.bool, device=self.device)
+            for (name, _, n), end in zip(self._shapes, ends):
+                if name.startswith(self.network.cue_parameters(c)):
+                    mask[end - n:end] = True
+            masks.append(mask)
+        return masks
 
     def _stop_cues(self, i: int, cue_loss: list[float]) -> None:
         """Per-cue early stopping of member i: a cue whose classifier's validation loss has not improved for
         `cue_patience` epochs goes back to its best epoch's weights and stays there."""
-        state, masks = self._state[i], self._cue_masks()
+        state, masks = self._state[i], self._masks
         if not state.cue_best:
             n = len(cue_loss)
             state.cue_best, state.cue_wait, state.cue_state = [math.inf] * n, [0] * n, [None] * n
@@ -361,7 +359,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         """Member i's frozen cues back at their best weights (Adam's momentum and weight decay move them)."""
         state = self._state[i]
         for c in state.cue_frozen:
-            self.members[i][self._cue_masks()[c]] = state.cue_state[c]
+            self.members[i][self._masks[c]] = state.cue_state[c]
 
     def _stop_or_go(self, i: int, val_loss: float) -> None:
         """EarlyStopping + ModelCheckpoint(save_top_k=1) + ReduceLROnPlateau of one member, as a single run has."""
@@ -391,7 +389,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         x, valid, y, region, group, _ = batch
         members = list(range(len(self.seeds)))
-        loss, pred, weights = self._evaluate(members, (x, valid, y))
+        loss, pred, weights, _ = self._evaluate(members, (x, valid, y))
         for i, scores in zip(members, self._scores("test", pred, weights, y, region, group)):
             self._record(i, {"test/loss": float(loss[i]), **scores})
 
@@ -421,6 +419,11 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         own = {k.removeprefix("network."): v for k, v in state.items()}
         checkpoint["state_dict"] = {"members.0": torch.cat([own[name].reshape(-1) for name, _, _ in self._shapes])
                                     if self._shapes else torch.zeros(0)}
+
+
+def member_outputs(outputs: Sequence[Mapping[str, Tensor]], i: int) -> list[dict[str, Tensor]]:
+    """Member i's share of `predict` outputs of a stack (probs/weights [members, rows, ...])."""
+    return [{"index": o["index"], "probs": o["probs"][i], "weights": o["weights"][i]} for o in outputs]
 
 
 def write_scalars(logger: Any, scalars: Mapping[str, float], step: int) -> None:

@@ -257,12 +257,11 @@ class PredictionCSVWriter(BasePredictionWriter):
         log_dir = Path(trainer.log_dir or ".")
         default = Path(self.output) if self.output else log_dir / "predictions.csv"
         if outputs and outputs[0]["probs"].dim() == 3:  # a stack: [members, rows, classes], one file per member
-            seeds = list(pl_module.seeds)
-            folders = getattr(pl_module, "member_dirs", None) or \
-                ([None] if len(seeds) == 1 else [str(log_dir / f"seed{s}") for s in seeds])
-            for i, folder in enumerate(folders):
-                member = [{"index": o["index"], "probs": o["probs"][i], "weights": o["weights"][i]} for o in outputs]
-                self._write(trainer, pl_module, member, Path(folder) / "predictions.csv" if folder else default)
+            from mcam.fusion.ensemble import member_outputs
+
+            for i, folder in enumerate(pl_module.member_folders(log_dir)):
+                self._write(trainer, pl_module, member_outputs(outputs, i),
+                            default if folder == log_dir else folder / "predictions.csv")
             return
         self._write(trainer, pl_module, outputs, default)
 

@@ -67,12 +67,15 @@ class FusionNetwork(nn.Module):
 
 
 class CueEncoders(nn.Module):
-    """One Linear+ReLU encoder per cue onto a common embedding size; invalid cues embed to 0."""
+    """One Linear+ReLU encoder per cue onto a common embedding size (then LayerNorm with `layer_norm`: every cue
+    enters the fusion at the same scale, whatever its dimension or variance); invalid cues embed to 0."""
 
-    def __init__(self, cue_dims: Mapping[str, int], embed_dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, cue_dims: Mapping[str, int], embed_dim: int, dropout: float = 0.0,
+                 layer_norm: bool = False) -> None:
         super().__init__()
         self.encoders = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, embed_dim), nn.ReLU(), *([nn.Dropout(dropout)] if dropout > 0 else []))
+            nn.Sequential(nn.Linear(d, embed_dim), nn.ReLU(), *([nn.Dropout(dropout)] if dropout > 0 else []),
+                          *([nn.LayerNorm(embed_dim)] if layer_norm else []))
             for d in cue_dims.values())
 
     def forward(self, parts: Sequence[Tensor], valid: Tensor) -> Tensor:
@@ -106,20 +109,6 @@ class AttentionPaper(FusionNetwork):
         return self.head(fused), weights
 
 
-class NormalisedCueEncoders(nn.Module):
-    """Per cue Linear -> ReLU -> LayerNorm onto a common embedding size (every cue enters the fusion at the same
-    scale, whatever its dimension or variance); invalid cues embed to 0."""
-
-    def __init__(self, cue_dims: Mapping[str, int], embed_dim: int) -> None:
-        super().__init__()
-        self.encoders = nn.ModuleList(nn.Sequential(nn.Linear(d, embed_dim), nn.ReLU(), nn.LayerNorm(embed_dim))
-                                      for d in cue_dims.values())
-
-    def forward(self, parts: Sequence[Tensor], valid: Tensor) -> Tensor:
-        embedded = torch.stack([enc(p) for enc, p in zip(self.encoders, parts)], dim=1)
-        return embedded * valid.unsqueeze(-1)
-
-
 class AttentionFusion(FusionNetwork):
     """MCAM's attention fusion: normalised cue embeddings, a classifier per cue, attention over cues.
 
@@ -143,7 +132,7 @@ class AttentionFusion(FusionNetwork):
             raise ValueError(f"aux_weight must be >= 0 and cue_dropout in [0, 1), got {aux_weight}, {cue_dropout}")
         n = len(self.cue_names)
         self.fuse, self.aux_weight, self.cue_dropout = fuse, float(aux_weight), float(cue_dropout)
-        self.encoders = NormalisedCueEncoders(self.cue_dims, embed_dim)
+        self.encoders = CueEncoders(self.cue_dims, embed_dim, layer_norm=True)
         self.attention = mlp(n * embed_dim + n, attention_hidden, n)
         self.cue_heads = nn.ModuleList(nn.Linear(embed_dim, num_classes) for _ in range(n))
         self.head = mlp(embed_dim, hidden, num_classes) if fuse == "embeddings" else None
