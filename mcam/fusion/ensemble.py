@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from torch.optim.adam import adam
 from torch.utils.tensorboard.summary import Summary, scalar
 
 from mcam.determinism import seeded
@@ -172,14 +173,12 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
     def _outputs(self, members: Sequence[int], x: Tensor, valid: Tensor) -> tuple[Tensor, ...]:
         """Per-member network outputs (logits [A, B, K], weights [A, B, n_cues][, cue logits]) on rows every member
         shares (x [B, ...]; valid [B, n_cues], or [A, B, n_cues] when cue dropout hid other cues per member). The
-        rows go in expanded, not copied: each member's products have the shapes of its single run (the same
-        numbers)."""
-        a = len(members)
+        rows go in once, unbatched: layers that read them (`SharedInputLinear`) compute every member's product as
+        one, with each member's numbers those of its single run."""
         flat = torch.stack([self.members[i] for i in members])
-        valid = valid if valid.dim() == 3 else valid.expand(a, *valid.shape)
         aux = self.network.aux_weight > 0
-        return vmap(functools.partial(self._forward_one, aux=aux), randomness="different")(
-            flat, x.expand(a, *x.shape), valid)
+        return vmap(functools.partial(self._forward_one, aux=aux), in_dims=(0, None, 0 if valid.dim() == 3 else None),
+                    randomness="different")(flat, x, valid)
 
     def _stacked(self, members: Sequence[int], x: Tensor, valid: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-member (loss [A], logits [A, B, K], weights [A, B, n_cues]) (see `_outputs`)."""
@@ -249,10 +248,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
                                                       y[rows])
             if trainable:
                 self.manual_backward(loss.sum())
-                for i in active:
-                    self._state[i].optimizer.step()
-                    self._state[i].optimizer.zero_grad(set_to_none=True)
-                    self._hold_frozen_cues(i)
+                self._adam_step(active)
             losses.append(loss.detach() * len(rows))
             preds.append(logits.detach().argmax(-1))
             cue_weights.append(weights.detach())
@@ -272,6 +268,28 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
             self._stop_or_go(i, float(val_loss[a]))
         if not self._active:
             self.trainer.should_stop = True
+
+    @torch.no_grad()
+    def _adam_step(self, active: Sequence[int]) -> None:
+        """One Adam step of every active member: torch's Adam (`torch.optim.adam.adam`, foreach) on each member's
+        own state, one call per learning rate in use (members' plateau schedules differ), not one per member."""
+        by_lr: dict[float, list[int]] = {}
+        for i in active:
+            by_lr.setdefault(self._state[i].optimizer.param_groups[0]["lr"], []).append(i)
+        for lr, members in by_lr.items():
+            params = [self.members[i] for i in members]
+            states = [self._state[i].optimizer.state[p] for i, p in zip(members, params)]
+            for state, p in zip(states, params):
+                if not state:  # as Adam initialises its state on the first step
+                    state.update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            group = self._state[members[0]].optimizer.param_groups[0]
+            adam(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                                  [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states], foreach=True,
+                                  amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=lr,
+                                  weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+            for i, p in zip(members, params):
+                p.grad = None
+                self._hold_frozen_cues(i)
 
     @torch.no_grad()
     def _evaluate(self, members: Sequence[int], tensors: Sequence[Tensor]) -> tuple[Tensor, ...]:

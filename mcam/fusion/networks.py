@@ -21,23 +21,102 @@ from torch import Tensor, nn
 from mcam.labels import CANONICAL, head_map
 
 
+def softmax(logits: Tensor) -> Tensor:
+    """Softmax over the last dimension. On CPU, torch's kernel is several times slower than these four ops when
+    that dimension is short (a handful of cues or classes), and fusion training calls it at every step."""
+    exp = (logits - logits.amax(-1, keepdim=True).detach()).exp()  # the shift leaves value and gradient unchanged
+    return exp / exp.sum(-1, keepdim=True)
+
+
+def nll(logits: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy [...] of logits [..., K] against integer classes y [...] (like `F.cross_entropy` with
+    reduction='none', faster on short rows for the reason `softmax` gives)."""
+    shift = logits.amax(-1, keepdim=True).detach()
+    log_norm = (logits - shift).exp().sum(-1).log() + shift.squeeze(-1)
+    return log_norm - logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+
+
 def masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
     """Softmax over cues with invalid cues at exactly 0; an all-invalid row gives all zeros (no NaN)."""
     any_valid = valid.any(dim=1, keepdim=True)
     filled = logits.masked_fill(~valid, float("-inf"))
     filled = torch.where(any_valid, filled, torch.zeros_like(filled))
-    return torch.softmax(filled, dim=1) * any_valid
+    return softmax(filled) * any_valid
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0) -> nn.Sequential:
-    """Linear+ReLU(+Dropout) hidden layers then a linear output layer."""
+class _StackedLinear(torch.autograd.Function):
+    """Rows x [B, in] shared by M stacked members with weights [M, out, in] and biases [M, out]: outputs [M, B, out]
+    as one matrix product with all members' weights side by side, and one for the weights' gradient (a batched
+    product over the rows repeated M times costs up to twice as much on CPU). Each member's numbers are those of
+    its own product (tests/test_fusion_ensemble.py: a member equals its single run)."""
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        m, out, d = weight.shape
+        return torch.addmm(bias.reshape(1, m * out), x, weight.reshape(m * out, d).t()).view(-1, m, out).transpose(0, 1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs[:2])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        x, weight = ctx.saved_tensors
+        m, out, d = weight.shape
+        flat = grad.transpose(0, 1).reshape(-1, m * out)
+        grad_x = flat @ weight.reshape(m * out, d) if ctx.needs_input_grad[0] else None
+        return grad_x, (flat.t() @ x).view(m, out, d), grad.contiguous().sum(1)
+
+
+class _SharedInputLinear(torch.autograd.Function):
+    """`F.linear`, whose batching rule under `torch.func.vmap` runs `_StackedLinear` when only the weights are
+    batched (the members of a stack reading the same rows)."""
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs[:2])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        x, weight = ctx.saved_tensors
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
+        return grad_x, rows.t() @ x.reshape(-1, x.shape[-1]), rows.sum(0)
+
+    @staticmethod
+    def vmap(info, in_dims: tuple[int | None, ...], x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, int]:
+        x_dim, weight_dim, bias_dim = in_dims
+        if x_dim is None and weight_dim is not None and bias_dim is not None and x.dim() == 2:
+            return _StackedLinear.apply(x, weight.movedim(weight_dim, 0), bias.movedim(bias_dim, 0)), 0
+        x, weight, bias = (t.expand(info.batch_size, *t.shape) if d is None else t.movedim(d, 0)
+                           for t, d in zip((x, weight, bias), in_dims))
+        return torch.baddbmm(bias.unsqueeze(-2), x.reshape(x.shape[0], -1, x.shape[-1]),
+                             weight.transpose(1, 2)).view(*x.shape[:-1], weight.shape[1]), 0
+
+
+class SharedInputLinear(nn.Linear):
+    """nn.Linear for a layer that reads the input rows themselves: in a stack of members (FusionEnsemble) every
+    member reads the same rows, and the stack computes all members' products as one (`_StackedLinear`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _SharedInputLinear.apply(x, self.weight, self.bias)
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0,
+        shared_input: bool = False) -> nn.Sequential:
+    """Linear+ReLU(+Dropout) hidden layers then a linear output layer; with `shared_input` the first layer is a
+    `SharedInputLinear` (it reads the rows themselves)."""
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        layers += [(SharedInputLinear if shared_input and not layers else nn.Linear)(in_dim, width), nn.ReLU()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
+    layers.append((SharedInputLinear if shared_input and not layers else nn.Linear)(in_dim, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -74,7 +153,7 @@ class CueEncoders(nn.Module):
                  layer_norm: bool = False) -> None:
         super().__init__()
         self.encoders = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, embed_dim), nn.ReLU(), *([nn.Dropout(dropout)] if dropout > 0 else []),
+            nn.Sequential(SharedInputLinear(d, embed_dim), nn.ReLU(), *([nn.Dropout(dropout)] if dropout > 0 else []),
                           *([nn.LayerNorm(embed_dim)] if layer_norm else []))
             for d in cue_dims.values())
 
@@ -149,7 +228,7 @@ class AttentionFusion(FusionNetwork):
         if self.head is not None:
             logits = self.head((weights.unsqueeze(-1) * emb).sum(dim=1))
         else:  # mixture of experts: log of the attention-weighted average of the cues' probabilities
-            probs = (weights.unsqueeze(-1) * cue_logits.softmax(-1)).sum(dim=1)
+            probs = (weights.unsqueeze(-1) * softmax(cue_logits)).sum(dim=1)
             logits = torch.log(probs.clamp_min(1e-8))
         return (logits, weights, cue_logits) if aux else (logits, weights)
 
@@ -206,7 +285,7 @@ class SingleCue(FusionNetwork):
             raise ValueError(f"SingleCue: cue {cue!r} not among the data's cues {self.cue_names}")
         self.cue = cue
         self.position = self.cue_names.index(cue)
-        self.net = mlp(self.cue_dims[cue], hidden, num_classes, dropout)
+        self.net = mlp(self.cue_dims[cue], hidden, num_classes, dropout, shared_input=True)
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         part = self.split(x)[self.position] * valid[:, self.position:self.position + 1]
@@ -253,7 +332,10 @@ class LateFusionAverage(FusionNetwork):
         if set(self.cue_labels) < set(self.cue_names):
             raise ValueError("LateFusionAverage needs cue_labels for every cue (linked from the data module)")
         maps = [class_probability_map(self.cue_labels[c], self.class_names) for c in self.cue_names]
-        self.register_buffer("prob_map", torch.block_diag(*maps))
+        # only the probability columns are read (a VGG embedding's thousands of columns would cost most of a fit)
+        rows = torch.block_diag(*maps).any(dim=1)
+        self.register_buffer("prob_columns", torch.nonzero(rows).flatten())
+        self.register_buffer("prob_map", torch.block_diag(*maps)[rows])
         self.register_buffer("has_probs", torch.tensor([bool(m.any()) for m in maps]))
         if not bool(self.has_probs.any()):
             raise ValueError(f"LateFusionAverage: none of the cues {self.cue_names} carries class probabilities")
@@ -265,7 +347,7 @@ class LateFusionAverage(FusionNetwork):
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         n, k = len(self.cue_names), self.num_classes
         # [B, n, K]: each cue's probabilities on the target classes (block-diagonal map keeps cues apart)
-        per_cue = (x.clamp_min(0) @ self.prob_map).reshape(x.shape[0], n, k)
+        per_cue = (x[:, self.prob_columns].clamp_min(0) @ self.prob_map).reshape(x.shape[0], n, k)
         per_cue = per_cue / per_cue.sum(-1, keepdim=True).clamp_min(1e-8)
         use = valid & self.has_probs
         weights = masked_softmax(torch.zeros_like(use, dtype=x.dtype), use)
@@ -290,9 +372,7 @@ def _row_weight(y: Tensor, class_weight: Tensor | None, dtype: torch.dtype) -> T
 
 def _cue_nll(cue_logits: Tensor, y: Tensor) -> Tensor:
     """Cross-entropy [..., B, n_cues] of each cue's own classifier (cue_logits [..., B, n_cues, K])."""
-    targets = y.unsqueeze(-1).expand(cue_logits.shape[:-1])
-    nll = F.cross_entropy(cue_logits.reshape(-1, cue_logits.shape[-1]), targets.reshape(-1), reduction="none")
-    return nll.view(cue_logits.shape[:-1])
+    return nll(cue_logits, y.unsqueeze(-1).expand(cue_logits.shape[:-1]))
 
 
 def fusion_loss(outputs: Sequence[Tensor], y: Tensor, valid: Tensor, class_weight: Tensor | None,
@@ -301,10 +381,9 @@ def fusion_loss(outputs: Sequence[Tensor], y: Tensor, valid: Tensor, class_weigh
     of the per-cue classifiers over the cues each row has. outputs: (logits [..., B, K], weights[, cue_logits
     [..., B, n_cues, K]]) with any leading (member) dims, y [B], valid [..., B, n_cues]; the loss has the leading
     dims. Each member's loss is reduced over its own rows only, so a stack computes each member's single-run loss."""
-    logits, k = outputs[0], outputs[0].shape[-1]
+    logits = outputs[0]
     row_weight = _row_weight(y, class_weight, logits.dtype)
-    nll = F.cross_entropy(logits.reshape(-1, k), y.expand(logits.shape[:-1]).reshape(-1), reduction="none")
-    loss = (nll.view(logits.shape[:-1]) * row_weight).sum(-1) / row_weight.sum()
+    loss = (nll(logits, y.expand(logits.shape[:-1])) * row_weight).sum(-1) / row_weight.sum()
     if aux_weight > 0 and len(outputs) > 2:
         mask = valid.to(logits.dtype) * row_weight.unsqueeze(-1)
         aux = (_cue_nll(outputs[2], y) * mask).sum((-1, -2)) / mask.sum((-1, -2)).clamp_min(1e-8)
