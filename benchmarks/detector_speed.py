@@ -21,12 +21,12 @@ def time_extract(detector: Detector, batch: FaceBatch, repeats: int) -> float:
     detector.extract(batch)
     times = []
     for _ in range(repeats):
-        if detector.device == "cuda":
-            torch.cuda.synchronize()
+        if torch.device(detector.device).type == "cuda":
+            torch.cuda.synchronize(detector.device)
         start = time.perf_counter()
         detector.extract(batch)
-        if detector.device == "cuda":
-            torch.cuda.synchronize()
+        if torch.device(detector.device).type == "cuda":
+            torch.cuda.synchronize(detector.device)
         times.append(time.perf_counter() - start)
     return float(np.median(times)) * 1000 / len(batch)
 

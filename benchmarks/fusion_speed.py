@@ -7,7 +7,7 @@ scikit-learn's MLPClassifier(10, 10, 10), at 1 and 2 threads.
     python benchmarks/fusion_speed.py --run outputs/loro/runs/latin_wild/lam/attention/A/d0/seed0
                                                            # the cues and fold of a main-job run (its config.yaml)
 
-Prints `fusion_stage_speedup: X` (per-run total / stacked total, 4 models x --seeds seeds) and
+Prints `fusion_stage_speedup: X` (per-run total / stacked total, 5 models x --seeds seeds) and
 `per_model_vs_sklearn: Y` (sklearn seconds per model / stacked seconds per member), and writes the output to
 benchmarks/results/fusion_speed-<device>.md.
 """

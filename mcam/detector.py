@@ -194,6 +194,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def accelerator_device(accelerator: object) -> str | None:
+    """The detectors' device for a Lightning `accelerator` setting, so detectors run where the fusion does:
+    'cpu' -> 'cpu', 'gpu'/'cuda' -> 'cuda', anything else ('auto', None) -> None (the default: cuda when visible)."""
+    if isinstance(accelerator, str) and accelerator.lower() in ("cpu", "gpu", "cuda"):
+        return "cpu" if accelerator.lower() == "cpu" else "cuda"
+    return None
+
+
 def check_device(device: str, what: str = "device") -> str:
     """`device` itself when torch can use it here ('cpu', 'cuda', 'cuda:1', 'mps'); InputError saying why not."""
     import torch

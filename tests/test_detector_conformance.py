@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import shutil
 import tempfile
 from functools import lru_cache
@@ -80,6 +81,72 @@ def test_extract_shapes(name):
     np.testing.assert_array_equal(valid_again, valid)
     if name == "openface":  # s2 has no CSV: invalid, zero cues, never a crash
         assert valid.tolist() == [True, True, False] and not cues[2].any()
+
+
+def _many(n: int = 64) -> FaceBatch:
+    rng = np.random.default_rng(1)
+    return FaceBatch(sample_ids=[f"s{i}" for i in range(n)],
+                     images=[rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(n)],
+                     clips=[rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8) for _ in range(n)])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cues_do_not_depend_on_the_batch_size(name):
+    """64 faces in one batch give the cues they give one at a time (within 1e-5), whatever the detector's own
+    batch size: no batch statistics, padding or batch-shaped kernels leak into a face's cue."""
+    faces = _many()
+    sizes = "batch_size" in inspect.signature(detector_class(name).__init__).parameters
+    batched = _build(name, **({"batch_size": 64} if sizes else {}))
+    cues, valid = _extract_or_skip_batch(batched, faces)
+    single = _build(name, **({"batch_size": 1} if sizes else {}))
+    one_by_one = [single.extract(FaceBatch([faces.sample_ids[i]], images=faces.images[i:i + 1],
+                                           clips=faces.clips[i:i + 1])) for i in range(len(faces))]
+    np.testing.assert_allclose(np.concatenate([c for c, _ in one_by_one]), cues, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.concatenate([v for _, v in one_by_one]), valid)
+
+
+def _extract_or_skip_batch(detector: Detector, batch: FaceBatch) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return detector.extract(batch)
+    except DetectorUnavailableError as err:
+        pytest.skip(f"{detector.name} cannot run offline here: {err}")
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if detector_class(n).trainable and n != "openface"])
+def test_a_cache_hit_loads_no_model(name, tmp_path):
+    """Cues already in the store are read back without loading the detector (its weights file is hashed, not
+    loaded)."""
+    from mcam.cues.extract import extract_cues
+    from tiny_detector import write_dataset
+
+    data = write_dataset(tmp_path / "data")
+    detector = _build(name)
+    _extract_or_skip(detector)
+    weights = detector.save(tmp_path / f"{name}.pt")
+    first = detector_class(name)(device="cpu", weights=str(weights))
+    table = extract_cues(data, {name: first}, tmp_path / "cues", progress=False)[name]
+    assert first._loaded
+    again = detector_class(name)(device="cpu", weights=str(weights))
+    cached = extract_cues(data, {name: again}, tmp_path / "cues", progress=False)[name]
+    assert not again._loaded, f"{name}: a cache hit loaded the model"
+    np.testing.assert_array_equal(cached.values, table.values)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", NAMES)
+def test_cues_on_cuda_equal_cues_on_cpu(name, tmp_path):
+    """The same weights on CUDA give the CPU's cues within 1e-3 (cuDNN/cuBLAS sum in other orders)."""
+    detector = _build(name)
+    cues, valid = _extract_or_skip_batch(detector, _many())
+    if detector_class(name).trainable and name != "openface":
+        path = detector.save(tmp_path / f"{name}.pt")
+        on_cuda = detector_class(name)(device="cuda", weights=str(path))
+    else:
+        on_cuda = _build(name, device="cuda")
+    cuda_cues, cuda_valid = on_cuda.extract(_many())
+    np.testing.assert_allclose(cuda_cues, cues, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(cuda_valid, valid)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -68,10 +68,12 @@ def test_gam_finetunes_on_training_part_then_reextracts(cue_data: Path, tmp_path
 
     def build(spec: object, device: object = None) -> dict[str, _FakeDetector]:
         calls.setdefault("built", []).append(Path(spec).name)
+        calls.setdefault("devices", []).append(device)
         return {"macro": _FakeDetector("macro", True), "vgg": _FakeDetector("vgg", False)}
 
     def fake_adapt(store, base_spec, train, fine_tune, **kw):  # noqa: ANN001, ANN003
         calls["pretrain"] = (set(train.table["sample_id"]), list(fine_tune), base_spec)
+        calls["adapt_device"] = kw.get("device")
         out_dir = Path(store.root) / "detectors" / "adapted"
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "detectors.yaml").write_text("detectors: {macro: {weights: tuned.ckpt}}\n")
@@ -100,4 +102,6 @@ def test_gam_finetunes_on_training_part_then_reextracts(cue_data: Path, tmp_path
     assert 0 < len(expected) < len(frame) and trained_ids == expected
     assert not trained_ids & set(parts.loc[parts["part"] != "train", "sample_id"])
     assert calls["built"] == ["lam.yaml", "detectors.yaml"] and calls["extracted"] == ["macro", "vgg"]
+    # the detectors follow the trainer (accelerator cpu): built, fine-tuned and extracted on the CPU, said in the config
+    assert calls["devices"] == ["cpu", "cpu"] and calls["adapt_device"] == "cpu" and data_args["device"] == "cpu"
     assert (run / "gam_detectors.yaml").exists() and (run / "config.yaml").exists()

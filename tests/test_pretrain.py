@@ -98,13 +98,18 @@ def test_stored_detectors_are_trained_once_per_content_key(data, tmp_path):
     assert json.loads((first.parent / "entry.json").read_text())["made_from"]["seed"] == 0
     other_seed = stored_detectors(store, data, ["tinytrain", "tiny"], ["tinytrain"], epochs=1, seed=1)
     assert other_seed != first and len(TinyTrainable.seen) == 2
+    # the thread count and device type change trained weights: they are part of the key
+    made_from = json.loads((first.parent / "entry.json").read_text())["made_from"]
+    assert made_from["threads"] == 1 and made_from["device"] == "cpu"
+    two_threads = stored_detectors(store, data, ["tinytrain", "tiny"], ["tinytrain"], epochs=1, seed=0, threads=2)
+    assert two_threads != first and len(TinyTrainable.seen) == 3
 
     copied = tmp_path / "elsewhere"  # the same bytes in another folder, files touched: the same key
     shutil.copytree(data.root, copied)
     for file in copied.iterdir():
         os.utime(file, (1, 1))
     moved = stored_detectors(store, load_manifest(copied), ["tinytrain", "tiny"], ["tinytrain"], epochs=1, seed=0)
-    assert moved == first and len(TinyTrainable.seen) == 2
+    assert moved == first and len(TinyTrainable.seen) == 3
     image = copied / data.table["path"].iloc[0]
     image.write_bytes(image.read_bytes()[:-1] + b"x")  # content changed: a new entry, the old one untouched
     before = (first.parent / "tinytrain.pt").read_bytes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mcam.cli.options import fraction, non_negative_int, positive_int
+from mcam.cli.options import device, fraction, non_negative_int, positive_int
 from mcam.cues.pretrain import pretrain_detectors
 from mcam.io import ensure_writable
 from mcam.manifest import load_manifest
@@ -32,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the random init, the val split and training")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for training (explicit: results depend on it; default 1)")
+    parser.add_argument("--device", type=device, default=None,
+                        help="cpu, cuda, cuda:1 for training (default: cuda when visible; part of what the "
+                             "trained weights are keyed by)")
     parser.add_argument("--force", action="store_true", help="retrain even where a checkpoint exists")
     parser.add_argument("--include-test", action="store_true",
                         help="also train on rows whose manifest split is 'test' (default: left out, so the "
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     spec = pretrain_detectors(manifest, [*train, *_names(args.keep)], args.out,
                               region=None if args.region == "all" else args.region,
                               val_fraction=args.val_fraction, seed=args.seed, base_spec=args.base,
-                              epochs=args.epochs, force=args.force, train=train, threads=args.threads)
+                              epochs=args.epochs, force=args.force, train=train, threads=args.threads,
+                              device=args.device)
     print(f"detector spec: {spec}")
     return 0

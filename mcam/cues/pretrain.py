@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from mcam.cues.extract import build_detectors, default_clip_column, load_spec, training_set
-from mcam.detector import Detector
+from mcam.detector import Detector, default_device
 from mcam.determinism import training_threads
 from mcam.io import write_atomic
 from mcam.errors import InputError
@@ -72,13 +72,14 @@ def _check_learnable(manifest: Manifest, train: Sequence[str], val_fraction: flo
 
 def train_detectors(out_dir: str | Path, manifest: Manifest, names: Sequence[str], train: Sequence[str], *,
                     base_spec: SpecLike | None = None, epochs: int | None = None, seed: int = 0,
-                    val_fraction: float = 0.2, threads: int = 1) -> Path:
+                    val_fraction: float = 0.2, threads: int = 1, device: str | None = None) -> Path:
     """Train the detectors in `train` on `manifest` and write `out_dir/detectors.yaml` listing all `names`.
 
     Trained detectors start from their `base_spec` entry (GAM: fine-tuning) or from an explicit
     random init seeded with `seed` (source pre-training); `seed` also drives their training. A
     seeded `val_fraction` of subjects is held out for the detectors' own metrics. Detectors not in
-    `train` are listed with their base entry (or defaults). Uses exactly `threads` threads. Callers refuse
+    `train` are listed with their base entry (or defaults). Uses exactly `threads` threads, on `device` (None: the
+    default, cuda when visible; the spec it writes names no device: whoever reads it chooses). Callers refuse
     rows too thin to learn from first (`_check_learnable`), before any other work.
     """
     out_dir = Path(out_dir)
@@ -91,7 +92,7 @@ def train_detectors(out_dir: str | Path, manifest: Manifest, names: Sequence[str
         if name not in train:
             spec[name] = kept
             continue
-        detector = create_detector(name, **_initial_config(name, base, seed))
+        detector = create_detector(name, **{**_initial_config(name, base, seed), **_on(device)})
         with training_threads(threads):
             metrics = _train(detector, train_m, val_m, epochs, seed)
         detector.save(out_dir / f"{name}.pt")
@@ -106,47 +107,57 @@ def train_detectors(out_dir: str | Path, manifest: Manifest, names: Sequence[str
     return path
 
 
+def _on(device: str | None) -> dict[str, str]:
+    """A detector's init args for `device` (none for the default)."""
+    return {} if device is None else {"device": device}
+
+
 def _made_from(manifest: Manifest, names: Sequence[str], train: Sequence[str], base_spec: SpecLike | None,
-               epochs: int | None, seed: int, val_fraction: float) -> dict[str, Any]:
-    """What a set of trained detectors is made of: rows' content, every starting detector's fingerprint, settings."""
+               epochs: int | None, seed: int, val_fraction: float, threads: int,
+               device: str | None) -> dict[str, Any]:
+    """What a set of trained detectors is made of: rows' content, every starting detector's fingerprint, settings,
+    and the thread count and device type it trains with (both change the trained weights)."""
     base = load_spec(base_spec) if base_spec is not None else {}
     starts = {n: _initial_config(n, base, seed) if n in train else base.get(n, {}) for n in names}
-    fingerprints = {n: d.fingerprint() for n, d in build_detectors(starts).items()}
+    fingerprints = {n: d.fingerprint() for n, d in build_detectors(starts, device=device).items()}
     return {"rows": manifest.fingerprint(), "names": list(names), "train": list(train), "start": fingerprints,
-            "epochs": epochs, "seed": seed, "val_fraction": val_fraction}
+            "epochs": epochs, "seed": seed, "val_fraction": val_fraction, "threads": threads,
+            "device": (device or default_device()).split(":")[0]}
 
 
 def stored_detectors(store: ArtifactStore, manifest: Manifest, names: Sequence[str], train: Sequence[str], *,
                      base_spec: SpecLike | None = None, epochs: int | None = None, seed: int = 0,
-                     val_fraction: float = 0.2, threads: int = 1, purpose: str = "pretrain") -> Path:
+                     val_fraction: float = 0.2, threads: int = 1, purpose: str = "pretrain",
+                     device: str | None = None) -> Path:
     """`train_detectors` into the artifact store: trained once per content key, shared by every caller after."""
     _check_names(manifest, names, train, None)
     _check_learnable(manifest, train, val_fraction, seed)
-    made_from = {"purpose": purpose, **_made_from(manifest, names, train, base_spec, epochs, seed, val_fraction)}
+    made_from = {"purpose": purpose, **_made_from(manifest, names, train, base_spec, epochs, seed, val_fraction,
+                                                  threads, device)}
     base = load_spec(base_spec) if base_spec is not None else {}
     depends = tuple(sorted({f"detectors/{Path(c['weights']).parent.name}" for c in base.values()
                             if _in_store(c.get("weights"), store)}))
     folder = store.build("detectors", made_from, depends_on=depends, make=lambda scratch: train_detectors(
         scratch, manifest, names, train, base_spec=base_spec, epochs=epochs, seed=seed, val_fraction=val_fraction,
-        threads=threads))
+        threads=threads, device=device))
     return folder / SPEC_FILE
 
 
 def adapt_detectors(store: ArtifactStore, base_spec: SpecLike, train_rows: Manifest, fine_tune: Sequence[str], *,
-                    epochs: int | None = None, seed: int = 0, threads: int = 1) -> Path:
+                    epochs: int | None = None, seed: int = 0, threads: int = 1, device: str | None = None) -> Path:
     """GAM: fine-tune `fine_tune` of `base_spec` on exactly `train_rows` (a fold's train part: never its val or
     test rows); returns the adapted detectors.yaml (a store entry) listing every detector of the base spec."""
     names = list(load_spec(base_spec))
     if not fine_tune:
         raise InputError(f"GAM: nothing to fine-tune among {names}")
     return stored_detectors(store, train_rows, names, list(fine_tune), base_spec=base_spec, epochs=epochs,
-                            seed=seed, val_fraction=0.0, threads=threads, purpose="gam")
+                            seed=seed, val_fraction=0.0, threads=threads, purpose="gam", device=device)
 
 
 def pretrain_detectors(manifest: Manifest, names: Sequence[str], out_dir: str | Path, train: Sequence[str],
                        region: str | None = None, val_fraction: float = 0.2, seed: int = 0,
                        base_spec: SpecLike | None = None, epochs: int | None = None, force: bool = False,
-                       threads: int = 1) -> Path:
+                       threads: int = 1, device: str | None = None) -> Path:
     """`mcam pretrain`: `train_detectors` into a folder of the user's choosing (optionally one region).
 
     Skipped when the folder already holds detectors made from the same content and settings
@@ -157,14 +168,15 @@ def pretrain_detectors(manifest: Manifest, names: Sequence[str], out_dir: str | 
         manifest = manifest.subset(manifest.table["region"] == region)
     _check_learnable(manifest, train, val_fraction, seed, region)
     out_dir = Path(out_dir)
-    made_from = {"region": region, **_made_from(manifest, names, train, base_spec, epochs, seed, val_fraction)}
+    made_from = {"region": region, **_made_from(manifest, names, train, base_spec, epochs, seed, val_fraction,
+                                                threads, device)}
     record = out_dir / MADE_FROM
     if not force and (out_dir / SPEC_FILE).is_file() and record.is_file() \
             and json.loads(record.read_text()) == json.loads(json.dumps(made_from, default=str)):
         log.info("%s: detectors already trained from the same data and settings; skipping (force retrains)", out_dir)
         return out_dir / SPEC_FILE
     path = train_detectors(out_dir, manifest, names, train, base_spec=base_spec, epochs=epochs, seed=seed,
-                           val_fraction=val_fraction, threads=threads)
+                           val_fraction=val_fraction, threads=threads, device=device)
     write_atomic(record, json.dumps(made_from, indent=2, default=str))
     return path
 

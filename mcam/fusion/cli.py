@@ -16,6 +16,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from mcam.detector import accelerator_device
 from mcam.errors import InputError
 from mcam.fusion.data import CueDataModule
 from mcam.fusion.ensemble import FusionEnsemble, replay_scalars
@@ -92,6 +93,10 @@ class _CLI(LightningCLI):
         if config.threads < 1:
             raise InputError(f"threads must be >= 1, got {config.threads}")
         torch.set_num_threads(config.threads)
+        device = accelerator_device(config.trainer.accelerator)
+        if config.data.device is None and (device != "cuda" or torch.cuda.is_available()):
+            config.data.device = device  # the detectors (extraction, GAM) run where the trainer does (without CUDA
+            # the trainer refuses the accelerator itself, naming it)
 
     def before_fit(self) -> None:
         if getattr(self.model.network, "needs_raw_cues", False) and self.datamodule.standardize:

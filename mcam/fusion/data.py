@@ -21,6 +21,7 @@ from torch.utils.data import WeightedRandomSampler
 
 from mcam.assets import resolve_path
 from mcam.cues.table import CueTable
+from mcam.detector import check_device
 from mcam.errors import InputError
 from mcam.fusion.splits import SplitMode, assign_parts
 from mcam.fusion.subsets import parse_cues
@@ -99,7 +100,8 @@ class CueDataModule(pl.LightningDataModule):
     Cues come from (first that applies) tables given to `from_tables`, `cue_files` ({cue: CueTable .npz},
     as suites write them), `cue_dir` (<cue>.npz CueTables), or the detectors spec run through the
     artifact store `store` (`adaptation='gam'` fine-tunes the trainable detectors on the training part
-    first, through `mcam.cues.pretrain.adapt_detectors`). Batches: (x, valid, y, region, group, row index).
+    first, through `mcam.cues.pretrain.adapt_detectors`), the detectors on `device` (in `mcam fit`: the trainer's
+    accelerator unless given). Batches: (x, valid, y, region, group, row index).
     """
 
     def __init__(self, data_dir: str | None = None, cues: str | list[str] | None = None,
@@ -112,7 +114,7 @@ class CueDataModule(pl.LightningDataModule):
                  balance: Literal["weights", "sampler", "none"] = "weights", standardize: bool = True,
                  batch_size: int = 0, predict_split: Literal["train", "val", "test", "all"] = "test",
                  adaptation: Literal["lam", "gam"] = "lam", gam_epochs: int | None = None,
-                 gam_seed: int = 0, threads: int = 1) -> None:
+                 gam_seed: int = 0, threads: int = 1, device: str | None = None) -> None:
         super().__init__()
         if batch_size < 0:
             raise InputError(f"data.batch_size must be >= 1, or 0 for the whole part in one batch; got {batch_size}")
@@ -125,6 +127,7 @@ class CueDataModule(pl.LightningDataModule):
         self.target, self.balance, self.standardize = target, balance, standardize
         self.batch_size, self.predict_split = batch_size, predict_split
         self.adaptation, self.gam_epochs, self.gam_seed, self.threads = adaptation, gam_epochs, gam_seed, threads
+        self.device = None if device is None else check_device(device, "data.device")
         self.adapted_spec: Path | None = None
         # Set by models that draw their own minibatches (FusionEnsemble): every loader yields its whole part once.
         self.whole_parts = False
@@ -346,7 +349,7 @@ class CueDataModule(pl.LightningDataModule):
         from mcam.cues.extract import build_detectors, extract_cues
 
         spec = self._detector_spec()
-        detectors = build_detectors(spec)
+        detectors = build_detectors(spec, device=self.device)
         names = parse_cues(self.cues, list(detectors))
         chosen = {n: detectors[n] for n in names}
         if self.adaptation == "gam":
@@ -368,8 +371,8 @@ class CueDataModule(pl.LightningDataModule):
         train_ids = frame.loc[frame["part"] == "train", "sample_id"]
         train = self.manifest.subset(self.manifest.table["sample_id"].isin(train_ids))
         self.adapted_spec = adapt_detectors(self._artifacts(), spec, train, trainable, epochs=self.gam_epochs,
-                                            seed=self.gam_seed, threads=self.threads)
-        rebuilt = build_detectors(self.adapted_spec)
+                                            seed=self.gam_seed, threads=self.threads, device=self.device)
+        rebuilt = build_detectors(self.adapted_spec, device=self.device)
         return {n: rebuilt[n] for n in trainable}
 
 

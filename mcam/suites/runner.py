@@ -38,6 +38,7 @@ from mcam.cues.extract import build_detectors, extract_cues
 from mcam.cues.pretrain import adapt_detectors, stored_detectors
 from mcam.cues.store import CueStore
 from mcam.cues.table import CueTable
+from mcam.detector import accelerator_device, default_device
 from mcam.fusion.predictions import Predictions
 from mcam.errors import UserError
 from mcam.io import write_atomic
@@ -389,6 +390,16 @@ class SuiteRunner:
         self.store = ArtifactStore(spec.store)
         self.cue_root = self.store.root / "cues"
         self.results = ResultsTable(self.out / RESULTS)
+        self.device = accelerator_device(spec.accelerator)  # detectors run where the fusion runs do
+
+    def _workers(self) -> int:
+        """Fusion worker processes: the spec's on CPU; one (this process) on a GPU, so that the GPU holds one CUDA
+        context, not one per worker, and the stacks run on it one after another."""
+        if (self.device or default_device()) == "cpu" or self.spec.workers <= 1:
+            return self.spec.workers
+        log.info("accelerator %s: fusion stacks run in this process (workers: 1, not %d)", self.spec.accelerator,
+                 self.spec.workers)
+        return 1
 
     def run(self) -> Path:
         """Execute every run not yet in results.csv, then write the report; returns the report path."""
@@ -415,7 +426,7 @@ class SuiteRunner:
         done = self.results.done()
         todo = [r for r in runs if r.run_id not in done]
         log.info("%d runs, %d already done, %d to go", len(runs), len(runs) - len(todo), len(todo))
-        with JobRunner(self.spec.workers, len(todo), self.results, self.spec.name, self.progress) as jobs:
+        with JobRunner(self._workers(), len(todo), self.results, self.spec.name, self.progress) as jobs:
             lam: dict[int, tuple[Path, dict[str, CueTable]]] = {}
             for seed in self.spec.detector_seeds:  # LAM first: its fusions train while GAM fine-tunes
                 seed_runs = [r for r in todo if r.detector_seed == seed]
@@ -485,19 +496,19 @@ class SuiteRunner:
         if self.spec.source_region is None:
             spec_path = asset_path("configs/detectors/default.yaml")
             spec_names = {n: c for n, c in yaml.safe_load(spec_path.read_text())["detectors"].items() if n in names}
-            detectors = build_detectors({n: spec_names.get(n, {}) for n in names})
+            detectors = build_detectors({n: spec_names.get(n, {}) for n in names}, device=self.device)
             return spec_path, self._extract(manifest, detectors)
         spec_path = stored_detectors(self.store, self._source(manifest), names, self.spec.pretrain,
                                      epochs=self.spec.pretrain_epochs, seed=seed, val_fraction=0.2,
-                                     threads=self.spec.threads, purpose="pretrain")
-        return spec_path, self._extract(manifest, build_detectors(spec_path))
+                                     threads=self.spec.threads, purpose="pretrain", device=self.device)
+        return spec_path, self._extract(manifest, build_detectors(spec_path, device=self.device))
 
     def _gam(self, manifest: Manifest, fold: Fold, lam_spec: Path, seed: int) -> tuple[Path, dict[str, CueTable]]:
         """GAM: the one adaptation path, on the fold's train rows only, then cues of the adapted detectors."""
         train = manifest.subset(pd.Series(fold.mask("train"), index=manifest.table.index))
         spec_path = adapt_detectors(self.store, lam_spec, train, self.spec.fine_tuned, epochs=self.spec.gam_epochs,
-                                    seed=seed, threads=self.spec.threads)
-        return spec_path, self._extract(manifest, build_detectors(spec_path))
+                                    seed=seed, threads=self.spec.threads, device=self.device)
+        return spec_path, self._extract(manifest, build_detectors(spec_path, device=self.device))
 
     def _extract(self, manifest: Manifest, detectors: Mapping[str, Any]) -> dict[str, CueTable]:
         return extract_cues(manifest, detectors, self.cue_root, progress=self.progress, threads=self.spec.threads)

@@ -85,7 +85,7 @@ class SuiteSpec:
     protocol_args: ProtocolArgs = field(default_factory=dict)  # type: ignore[assignment]
     min_test_subjects: int = 10  # a scored fold with fewer test subjects is an error
     store: str = "outputs/store"  # the content-addressed artifact store (detectors, cues, folds), shareable
-    accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"  # fusion runs' device
+    accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"  # device of the fusion runs and the detectors
     threads: int = 2  # CPU threads for detector training and extraction (each fusion run uses 1)
     workers: int = 2  # parallel fusion runs (processes); results do not depend on it
 
