@@ -56,14 +56,15 @@ def synthetic(folder: Path, n: int = 1500, seed: int = 0) -> dict[str, str]:
     return files
 
 
-def fit_args(model: str, data: Path, cue_files: dict[str, str], out: Path, threads: int) -> list[str]:
+def fit_args(model: str, data: Path, cue_files: dict[str, str], out: Path, threads: int,
+             accelerator: str = "cpu") -> list[str]:
     """A suite run's LightningCLI arguments (benchmarks/loro.yaml: max_epochs 50, patience 10, batch 256)."""
     cue_args = "{" + ", ".join(f"{k}: {v}" for k, v in cue_files.items()) + "}"
     return ["fit", "--config", str(asset_path("configs/trainer/default.yaml")),
             "--config", str(asset_path(f"configs/model/{model}.yaml")),
             "--trainer.max_epochs", "50", "--early_stopping.patience", "10", "--data.batch_size", "256",
             "--data.data_dir", str(data), "--data.split", "manifest", "--data.cue_files", cue_args,
-            "--threads", str(threads), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            "--threads", str(threads), "--trainer.accelerator", accelerator, "--trainer.devices", "1",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--trainer.log_every_n_steps", "50", "--model.image_every_n_epochs", "0",
             "--model.details_every_n_epochs", "10", "--trainer.logger.init_args.save_dir", str(out),
@@ -89,13 +90,13 @@ def per_run(models, seeds, data, files, scratch, threads) -> tuple[float, float]
     return time.perf_counter() - started, float(np.mean(accs))
 
 
-def stacked(models, seeds, data, files, scratch, threads) -> tuple[float, float]:
+def stacked(models, seeds, data, files, scratch, threads, accelerator="cpu") -> tuple[float, float]:
     from mcam.fusion.cli import run_lightning_cli
 
     started, accs = time.perf_counter(), []
     for model in models:
         out = scratch / f"stacked-{threads}" / model
-        run_lightning_cli([*fit_args(model, data, files, out, threads), "--model.seeds", str(list(seeds))])
+        run_lightning_cli([*fit_args(model, data, files, out, threads, accelerator), "--model.seeds", str(list(seeds))])
         accs += [test_accuracy(out / f"seed{s}") for s in seeds]
     return time.perf_counter() - started, float(np.mean(accs))
 
