@@ -283,10 +283,9 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
                 if not state:  # as Adam initialises its state on the first step
                     state.update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
             group = self._state[members[0]].optimizer.param_groups[0]
-            adam(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                                  [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states], foreach=True,
-                                  amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=lr,
-                                  weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+            adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                 [], [s["step"] for s in states], foreach=True, amsgrad=False, beta1=group["betas"][0],
+                 beta2=group["betas"][1], lr=lr, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
             for i, p in zip(members, params):
                 p.grad = None
                 self._hold_frozen_cues(i)
