@@ -44,7 +44,15 @@ def masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
     return softmax(filled) * any_valid
 
 
-class _StackedLinear(torch.autograd.Function):
+class _LinearFunction(torch.autograd.Function):
+    """A linear map (x, weight, bias) whose backward reads x and weight."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs[:2])
+
+
+class _StackedLinear(_LinearFunction):
     """Rows x [B, in] shared by M stacked members with weights [M, out, in] and biases [M, out]: outputs [M, B, out]
     as one matrix product with all members' weights side by side, and one for the weights' gradient (a batched
     product over the rows repeated M times costs up to twice as much on CPU). Each member's numbers are those of
@@ -56,10 +64,6 @@ class _StackedLinear(torch.autograd.Function):
         return torch.addmm(bias.reshape(1, m * out), x, weight.reshape(m * out, d).t()).view(-1, m, out).transpose(0, 1)
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(*inputs[:2])
-
-    @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
         x, weight = ctx.saved_tensors
         m, out, d = weight.shape
@@ -68,17 +72,13 @@ class _StackedLinear(torch.autograd.Function):
         return grad_x, (flat.t() @ x).view(m, out, d), grad.contiguous().sum(1)
 
 
-class _SharedInputLinear(torch.autograd.Function):
+class _SharedInputLinear(_LinearFunction):
     """`F.linear`, whose batching rule under `torch.func.vmap` runs `_StackedLinear` when only the weights are
     batched (the members of a stack reading the same rows)."""
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         return F.linear(x, weight, bias)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(*inputs[:2])
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
