@@ -128,7 +128,7 @@ def main() -> None:
                         "data.data_dir, paths relative to where the suite ran)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fusion_speed-cpu.md"))
     args = parser.parse_args()
-    from mcam.suites.runner import quiet_lightning
+    from mcam.quiet import quiet_lightning
 
     quiet_lightning()
     seeds, models = list(range(args.seeds)), args.models.split(",")

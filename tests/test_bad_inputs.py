@@ -44,7 +44,7 @@ from mcam.manifest import Manifest, ManifestError, load_manifest, save_manifest,
 from mcam.registry import create_detector
 from mcam.splits import train_val_split
 from mcam.store import ArtifactStore
-from mcam_detectors._classifier_fit import train_classifier
+from mcam_detectors._lightning_fit import FaceDataset, FitSettings, fit_network
 from mcam_detectors.au_svm import AUEmotionSVM
 from tiny_detector import TinyDetector, TinyTrainable, write_dataset
 
@@ -746,7 +746,9 @@ def test_detector_fit_helpers_refuse_one_class_and_warn_constant_svm() -> None:
     model = torch.nn.Linear(3, 7)
     before = model.weight.detach().clone()
     with pytest.raises(InputError, match=r"Linear: 5 training targets .*every training row \(5\) is class '3'"):
-        train_classifier(model, torch.zeros(5, 3), torch.full((5,), 3), device="cpu", epochs=1, batch_size=2, lr=0.1)
+        fit_network(model, FaceDataset([np.zeros(3, np.float32)] * 5, torch.full((5,), 3), torch.as_tensor),
+                    loss=torch.nn.functional.cross_entropy, settings=FitSettings(epochs=1, batch_size=2, lr=0.1),
+                    device="cpu")
     assert torch.equal(model.weight, before)  # refused before any step
     with pytest.warns(UserWarning, match=r"fewer than two classes have two or more training rows.*'happy'"):
         AUEmotionSVM().fit(np.zeros((3, 20)), ["happy", "happy", "sad"])

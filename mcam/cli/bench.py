@@ -20,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, overrides: list[str] | None = None) -> int:
     from mcam.io import ensure_writable
-    from mcam.suites.runner import quiet_lightning, run_suite
+    from mcam.quiet import quiet_lightning
+    from mcam.suites.runner import run_suite
     from mcam.suites.spec import SuiteSpec, check_environment, resolve_suite
 
     handler = logging.StreamHandler()

@@ -21,7 +21,6 @@ import shutil
 import socket
 import threading
 import time
-import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -43,6 +42,7 @@ from mcam.fusion.predictions import Predictions
 from mcam.errors import UserError
 from mcam.io import write_atomic
 from mcam.manifest import Manifest, load_manifest, save_manifest
+from mcam.quiet import quiet_lightning
 from mcam.store import ArtifactStore
 from mcam.suites.metrics import run_metrics
 from mcam.suites.protocols import Fold, make_folds, selection_folds
@@ -160,21 +160,6 @@ class FusionJob:
     keys: tuple[tuple[str, str], ...]  # artifact keys recorded with the run
     out: Path
     spec: SuiteSpec
-
-
-# Library warnings a suite's user can do nothing about (the suite passes LightningCLI its arguments on
-# purpose; Lightning's own deprecation notes; batch indices that MCAM's predictions do not use).
-LIBRARY_NOISE = ("LightningCLI's args parameter is intended", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                 "Couldn't infer the batch indices", "The number of training batches .* is smaller than the logging",
-                 "You passed in a `val_dataloader` but have no `validation_step`")
-
-
-def quiet_lightning() -> None:
-    """Keep Lightning's per-run banners (GPU available, tips) and known library noise out of suite output."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for message in LIBRARY_NOISE:
-        warnings.filterwarnings("ignore", message=message)
 
 
 def _nested(dotted: Mapping[str, Any]) -> dict[str, Any]:
