@@ -56,6 +56,7 @@ class TorchDetector(Detector):
     """
 
     trainable = True
+    fit_version = "lightning-1"  # fit through mcam_detectors._lightning_fit
     head: ClassVar[str] = "canonical7"
     named_weights: ClassVar[tuple[str, ...]] = ()  # keywords besides "random" that `load_named` understands
     checkpoint_detectors: ClassVar[tuple[str, ...]] = ()  # other detectors whose checkpoints this one reads

@@ -44,8 +44,8 @@ class _MicroBase(TorchDetector):
     input_kind = InputKind.CLIP
     checkpoint_detectors = DETECTORS
     supports_init_from = True
-    no_weights = ("none ship with MCAM: pre-train with `mcam pretrain` and pass weights=PATH (or init_from=PATH of a "
-                  "micro checkpoint), or weights=random explicitly")
+    no_weights = ("pre-train with `mcam pretrain` and pass weights=PATH (or init_from=PATH of a micro checkpoint), "
+                  "or weights=random explicitly (none ship with MCAM)")
 
     def __init__(self, device: str | None = None, weights: str | None = None, frames: int = 8, size: int = 48,
                  init_from: str | None = None, batch_size: int = 64, seed: int = 0, **kw: Any) -> None:

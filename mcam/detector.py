@@ -83,6 +83,9 @@ class Detector(ABC):
     input_kind: ClassVar[InputKind] = InputKind.IMAGE
     prefix: ClassVar[str]
     trainable: ClassVar[bool] = False
+    # The version of the training procedure behind `fit`: part of trained detectors' store keys, so a change to
+    # how a detector trains makes new entries instead of reusing weights the old procedure made.
+    fit_version: ClassVar[str] = "1"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass's `fit` marks the weights as changed in memory (they no longer match a weights file)."""

@@ -183,8 +183,10 @@ def test_detectors_cli_lists_every_plugin(capsys):
 
     assert main(["detectors"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["name", "input", "dim"]
+    assert lines[0].split()[:4] == ["name", "input", "shape", "dim"]
     assert sorted(line.split()[0] for line in lines[1:]) == NAMES
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["vgg"][2] == "3x64x64" and rows["micro"][2] == "2x8x48x48"  # input shapes from pretrained_config
 
 
 def test_detectors_cli_survives_a_broken_plugin(monkeypatch):

@@ -103,6 +103,11 @@ def test_stored_detectors_are_trained_once_per_content_key(data, tmp_path):
     assert made_from["threads"] == 1 and made_from["device"] == "cpu"
     two_threads = stored_detectors(store, data, ["tinytrain", "tiny"], ["tinytrain"], epochs=1, seed=0, threads=2)
     assert two_threads != first and len(TinyTrainable.seen) == 3
+    # so are the training precision and the version of the detector's fit procedure
+    assert made_from["precision"] == "32-true" and made_from["fit"] == {"tinytrain": TinyTrainable.fit_version}
+    with pytest.raises(ValueError, match="tinytrain: its fit has no precision option"):
+        stored_detectors(store, data, ["tinytrain", "tiny"], ["tinytrain"], epochs=1, seed=0, precision="bf16-mixed")
+    assert len(TinyTrainable.seen) == 3
 
     copied = tmp_path / "elsewhere"  # the same bytes in another folder, files touched: the same key
     shutil.copytree(data.root, copied)

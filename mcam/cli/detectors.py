@@ -7,7 +7,7 @@ from pathlib import Path
 from mcam.errors import InputError
 from mcam.registry import available, create_detector
 
-COLUMNS = ("name", "input", "dim", "prefix", "trainable", "offline", "weights source")
+COLUMNS = ("name", "input", "shape", "dim", "prefix", "trainable", "offline", "weights source")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +24,14 @@ def describe(name: str, weights: str | None = None) -> dict[str, str]:
         if weights is not None and Path(weights).is_file():
             detector.load()
         info = detector.weights_info()
-        return {"name": name, "input": detector.input_kind.value, "dim": str(detector.dim),
+        config = detector.pretrained_config() if hasattr(detector, "pretrained_config") else None
+        shape = "x".join(str(v) for v in config.input_size) if config is not None else "-"
+        return {"name": name, "input": detector.input_kind.value, "shape": shape, "dim": str(detector.dim),
                 "prefix": detector.prefix, "trainable": "yes" if detector.trainable else "no",
                 "offline": "yes" if info.available_offline else "no",
                 "weights source": info.source + (f" [{info.licence}]" if info.licence else "")}
     except Exception as err:  # noqa: BLE001 - a broken plugin is listed with its error, not a crash
-        return {"name": name, "input": "?", "dim": "?", "prefix": "?", "trainable": "?", "offline": "no",
+        return {"name": name, "input": "?", "shape": "?", "dim": "?", "prefix": "?", "trainable": "?", "offline": "no",
                 "weights source": f"ERROR {type(err).__name__}: {err}"}
 
 

@@ -5,7 +5,7 @@ import argparse
 import logging
 
 from mcam.cli.options import device, fraction, non_negative_int, positive_int
-from mcam.cues.pretrain import pretrain_detectors
+from mcam.cues.pretrain import DEFAULT_PRECISION, PRECISIONS, pretrain_detectors
 from mcam.io import ensure_writable
 from mcam.manifest import load_manifest
 
@@ -35,6 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device, default=None,
                         help="cpu, cuda, cuda:1 for training (default: cuda when visible; part of what the "
                              "trained weights are keyed by)")
+    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                        help=f"Lightning training precision (default {DEFAULT_PRECISION}; bf16-mixed on GPUs with bf16)")
     parser.add_argument("--force", action="store_true", help="retrain even where a checkpoint exists")
     parser.add_argument("--include-test", action="store_true",
                         help="also train on rows whose manifest split is 'test' (default: left out, so the "
@@ -54,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
                               region=None if args.region == "all" else args.region,
                               val_fraction=args.val_fraction, seed=args.seed, base_spec=args.base,
                               epochs=args.epochs, force=args.force, train=train, threads=args.threads,
-                              device=args.device)
+                              device=args.device, precision=args.precision)
     print(f"detector spec: {spec}")
     return 0

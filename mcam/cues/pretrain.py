@@ -32,6 +32,8 @@ from mcam.store import ArtifactStore
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "detectors.yaml"
+DEFAULT_PRECISION = "32-true"  # Lightning's name for full fp32 training
+PRECISIONS = (DEFAULT_PRECISION, "bf16-mixed", "16-mixed")  # Lightning precisions `mcam pretrain` offers
 MADE_FROM = "made_from.json"
 SpecLike = Mapping[str, Mapping[str, Any] | None] | str | Path
 
@@ -72,14 +74,16 @@ def _check_learnable(manifest: Manifest, train: Sequence[str], val_fraction: flo
 
 def train_detectors(out_dir: str | Path, manifest: Manifest, names: Sequence[str], train: Sequence[str], *,
                     base_spec: SpecLike | None = None, epochs: int | None = None, seed: int = 0,
-                    val_fraction: float = 0.2, threads: int = 1, device: str | None = None) -> Path:
+                    val_fraction: float = 0.2, threads: int = 1, device: str | None = None,
+                    precision: str = DEFAULT_PRECISION) -> Path:
     """Train the detectors in `train` on `manifest` and write `out_dir/detectors.yaml` listing all `names`.
 
     Trained detectors start from their `base_spec` entry (GAM: fine-tuning) or from an explicit
     random init seeded with `seed` (source pre-training); `seed` also drives their training. A
     seeded `val_fraction` of subjects is held out for the detectors' own metrics. Detectors not in
     `train` are listed with their base entry (or defaults). Uses exactly `threads` threads, on `device` (None: the
-    default, cuda when visible; the spec it writes names no device: whoever reads it chooses). Callers refuse
+    default, cuda when visible; the spec it writes names no device: whoever reads it chooses), at the Lightning
+    `precision` given (detectors whose `fit` has no such option refuse any but the default). Callers refuse
     rows too thin to learn from first (`_check_learnable`), before any other work.
     """
     out_dir = Path(out_dir)
@@ -94,7 +98,7 @@ def train_detectors(out_dir: str | Path, manifest: Manifest, names: Sequence[str
             continue
         detector = create_detector(name, **{**_initial_config(name, base, seed), **_on(device)})
         with training_threads(threads):
-            metrics = _train(detector, train_m, val_m, epochs, seed)
+            metrics = _train(detector, train_m, val_m, epochs, seed, precision)
         detector.save(out_dir / f"{name}.pt")
         write_atomic(out_dir / f"{name}.metrics.json", json.dumps({
             "detector": name, "seed": seed, "epochs": epochs, "val_fraction": val_fraction, "metrics": metrics,
@@ -114,32 +118,34 @@ def _on(device: str | None) -> dict[str, str]:
 
 def _made_from(manifest: Manifest, names: Sequence[str], train: Sequence[str], base_spec: SpecLike | None,
                epochs: int | None, seed: int, val_fraction: float, threads: int,
-               device: str | None) -> dict[str, Any]:
+               device: str | None, precision: str = DEFAULT_PRECISION) -> dict[str, Any]:
     """What a set of trained detectors is made of: rows' content, every starting detector's fingerprint, settings,
-    and the thread count and device type it trains with (both change the trained weights)."""
+    the version of each trained detector's fit procedure, and the thread count, device type and precision it
+    trains with (all change the trained weights)."""
     base = load_spec(base_spec) if base_spec is not None else {}
     starts = {n: _initial_config(n, base, seed) if n in train else base.get(n, {}) for n in names}
     fingerprints = {n: d.fingerprint() for n, d in build_detectors(starts, device=device).items()}
     return {"rows": manifest.fingerprint(), "names": list(names), "train": list(train), "start": fingerprints,
             "epochs": epochs, "seed": seed, "val_fraction": val_fraction, "threads": threads,
-            "device": (device or default_device()).split(":")[0]}
+            "device": (device or default_device()).split(":")[0], "precision": precision,
+            "fit": {n: detector_class(n).fit_version for n in train}}
 
 
 def stored_detectors(store: ArtifactStore, manifest: Manifest, names: Sequence[str], train: Sequence[str], *,
                      base_spec: SpecLike | None = None, epochs: int | None = None, seed: int = 0,
                      val_fraction: float = 0.2, threads: int = 1, purpose: str = "pretrain",
-                     device: str | None = None) -> Path:
+                     device: str | None = None, precision: str = DEFAULT_PRECISION) -> Path:
     """`train_detectors` into the artifact store: trained once per content key, shared by every caller after."""
     _check_names(manifest, names, train, None)
     _check_learnable(manifest, train, val_fraction, seed)
     made_from = {"purpose": purpose, **_made_from(manifest, names, train, base_spec, epochs, seed, val_fraction,
-                                                  threads, device)}
+                                                  threads, device, precision)}
     base = load_spec(base_spec) if base_spec is not None else {}
     depends = tuple(sorted({f"detectors/{Path(c['weights']).parent.name}" for c in base.values()
                             if _in_store(c.get("weights"), store)}))
     folder = store.build("detectors", made_from, depends_on=depends, make=lambda scratch: train_detectors(
         scratch, manifest, names, train, base_spec=base_spec, epochs=epochs, seed=seed, val_fraction=val_fraction,
-        threads=threads, device=device))
+        threads=threads, device=device, precision=precision))
     return folder / SPEC_FILE
 
 
@@ -157,7 +163,7 @@ def adapt_detectors(store: ArtifactStore, base_spec: SpecLike, train_rows: Manif
 def pretrain_detectors(manifest: Manifest, names: Sequence[str], out_dir: str | Path, train: Sequence[str],
                        region: str | None = None, val_fraction: float = 0.2, seed: int = 0,
                        base_spec: SpecLike | None = None, epochs: int | None = None, force: bool = False,
-                       threads: int = 1, device: str | None = None) -> Path:
+                       threads: int = 1, device: str | None = None, precision: str = DEFAULT_PRECISION) -> Path:
     """`mcam pretrain`: `train_detectors` into a folder of the user's choosing (optionally one region).
 
     Skipped when the folder already holds detectors made from the same content and settings
@@ -169,26 +175,30 @@ def pretrain_detectors(manifest: Manifest, names: Sequence[str], out_dir: str | 
     _check_learnable(manifest, train, val_fraction, seed, region)
     out_dir = Path(out_dir)
     made_from = {"region": region, **_made_from(manifest, names, train, base_spec, epochs, seed, val_fraction,
-                                                threads, device)}
+                                                threads, device, precision)}
     record = out_dir / MADE_FROM
     if not force and (out_dir / SPEC_FILE).is_file() and record.is_file() \
             and json.loads(record.read_text()) == json.loads(json.dumps(made_from, default=str)):
         log.info("%s: detectors already trained from the same data and settings; skipping (force retrains)", out_dir)
         return out_dir / SPEC_FILE
     path = train_detectors(out_dir, manifest, names, train, base_spec=base_spec, epochs=epochs, seed=seed,
-                           val_fraction=val_fraction, threads=threads, device=device)
+                           val_fraction=val_fraction, threads=threads, device=device, precision=precision)
     write_atomic(record, json.dumps(made_from, indent=2, default=str))
     return path
 
 
 def _train(detector: Detector, train_m: Manifest, val_m: Manifest | None, epochs: int | None,
-           seed: int) -> dict[str, Any]:
+           seed: int, precision: str) -> dict[str, Any]:
     """Fit on faces loaded for the detector's input kind; micro clips (`micro_clip`) feed clip detectors."""
     clip_column = default_clip_column(train_m)
     start = time.perf_counter()
     train = training_set(train_m, detector.input_kind, clip_column=clip_column)
     val = None if val_m is None else training_set(val_m, detector.input_kind, clip_column=clip_column)
     kwargs: dict[str, Any] = {"seed": seed} if epochs is None else {"seed": seed, "epochs": epochs}
+    if precision != DEFAULT_PRECISION:
+        if "precision" not in inspect.signature(detector.fit).parameters:
+            raise InputError(f"{detector.name}: its fit has no precision option; train it at {DEFAULT_PRECISION}")
+        kwargs["precision"] = precision
     metrics = {k: float(v) for k, v in (detector.fit(train, val, **kwargs) or {}).items()}
     return {**metrics, "n_train": len(train.faces), "n_val": 0 if val is None else len(val.faces),
             "seconds": round(time.perf_counter() - start, 2)}
