@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from mcam.cli.options import device, positive_int
+from mcam.cli.options import device, non_negative_int, positive_int
 from mcam.cues.extract import build_detectors, extract_cues
 from mcam.cues.store import CueStore
 from mcam.io import ensure_writable
@@ -23,6 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=None,
                         help=f"artifact store; cues go to <store>/cues (default $MCAM_STORE or {default_store_root()})")
     parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads for extraction (default 1)")
+    parser.add_argument("--workers", type=non_negative_int, default=0,
+                        help="processes that decode and crop faces ahead of the detectors (default 0: the main "
+                             "process does, between batches); each face is decoded once per input kind either way")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 (default: cuda when visible)")
     parser.add_argument("--clip-column", default=None,
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     detectors = build_detectors(spec, device=args.device)
     ensure_writable(cache, "cue cache (--store)")
     tables = extract_cues(manifest, detectors, cache, batch_size=args.batch_size,
-                          progress=not args.no_progress, clip_column=args.clip_column, threads=args.threads)
+                          progress=not args.no_progress, clip_column=args.clip_column, threads=args.threads,
+                          workers=args.workers)
     seconds = time.perf_counter() - start
     store = CueStore(cache)
     print(f"{'detector':<12} {'dim':>5} {'valid':>11}  file")

@@ -1,6 +1,7 @@
 """Batched, cached cue extraction over a manifest, and training sets for detector `fit`."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import logging
@@ -10,8 +11,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
+import torch
 import yaml
+from torch.utils.data import DataLoader, Dataset
 
 from mcam.cues.store import CueStore, PartialCues
 from mcam.cues.table import CueTable
@@ -31,6 +35,7 @@ PATH_KEYS = ("weights",)
 PATH_SUFFIXES = ("_path", "_dir", "_file")
 STILL_CLIP_FRAMES = 8  # frames of the clip a still becomes (mcam.detector.still_to_clip) when a row has no clip
 CHECKPOINT_EVERY = 10  # batches between partial-file writes during extraction
+PREFETCH_BATCHES = 2  # batches each loading process keeps ready (extract_cues `workers`)
 NO_CUE = "no_cue"  # reject reason: the face loaded but the detector gave no valid cue for it
 
 
@@ -70,32 +75,60 @@ def build_detectors(spec: Mapping[str, Mapping[str, Any] | None] | str | Path,
 
 
 # --- faces --------------------------------------------------------------------------------------
+class FaceRows(Dataset):
+    """Manifest rows of one input kind as items (row, face or None, reject reason or None): the per-row loader.
+
+    Images are face crops: the manifest bbox when present, else the Haar face finder. Clips come from
+    `clip_column`, else the `frames` column, else the row's still face via `still_to_clip` (clips are taken to
+    be face crops already, as `mcam synth` and `mcam prepare` write them). A reason reads '<code>: <detail
+    naming the file>' (codes in mcam.faces: truncated_image, face_too_small, clip_bad_range, ...).
+    """
+
+    def __init__(self, manifest: Manifest, input_kind: InputKind, rows: Sequence[int],
+                 clip_column: str = "clip") -> None:
+        self.manifest = manifest
+        self.input_kind = input_kind
+        self.rows = rows
+        self.clip_column = clip_column
+        self.cropper = FaceCropper()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+        row = self.rows[index]
+        record = self.manifest.table.iloc[row]
+        try:
+            if self.input_kind == InputKind.CLIP:
+                return row, _load_row_clip(self.manifest, record, self.clip_column, self.cropper), None
+            return row, _load_row_image(self.manifest, record, self.cropper), None
+        except FaceError as err:
+            return row, None, _reason(err.reason, str(err))
+
+
 def load_faces(manifest: Manifest, input_kind: InputKind, rows: Sequence[int] | None = None,
                clip_column: str = "clip") -> tuple[list[np.ndarray | None], list[str | None]]:
-    """Face crops (image) or clips [T,H,W,3] for manifest rows, with None + the reason where one fails.
+    """Face crops (image) or clips [T,H,W,3] for manifest rows, with None + the reason where one fails (FaceRows)."""
+    loaded = FaceRows(manifest, input_kind, range(len(manifest)) if rows is None else rows, clip_column)
+    items = [loaded[i] for i in range(len(loaded))]
+    return [face for _, face, _ in items], [reason for _, _, reason in items]
 
-    A reason reads '<code>: <detail naming the file>' (codes in mcam.faces: truncated_image, face_too_small,
-    clip_bad_range, ...). Images: the manifest bbox when present, else the Haar face finder. Clips come from
-    `clip_column`, else the `frames` column, else the row's still face via `still_to_clip` (clips are taken to
-    be face crops already, as `mcam synth` and `mcam prepare` write them).
-    """
-    table = manifest.table
-    rows = range(len(table)) if rows is None else rows
-    cropper = FaceCropper()
-    faces: list[np.ndarray | None] = []
-    errors: list[str | None] = []
-    for row in rows:
-        record = table.iloc[row]
-        try:
-            if input_kind == InputKind.CLIP:
-                faces.append(_load_row_clip(manifest, record, clip_column, cropper))
-            else:
-                faces.append(_load_row_image(manifest, record, cropper))
-            errors.append(None)
-        except FaceError as err:
-            faces.append(None)
-            errors.append(_reason(err.reason, str(err)))
-    return faces, errors
+
+def face_loader(manifest: Manifest, input_kind: InputKind, rows: Sequence[int], clip_column: str, batch_size: int,
+                workers: int = 0) -> DataLoader:
+    """Batches of FaceRows items in row order, each a list (faces differ in shape), loaded by `workers` processes
+    that keep PREFETCH_BATCHES batches each ready (0: loaded in this process when asked for)."""
+    return DataLoader(FaceRows(manifest, input_kind, rows, clip_column), batch_size=batch_size, shuffle=False,
+                      num_workers=workers, collate_fn=list, worker_init_fn=_init_worker,
+                      # each pass draws the workers' base seed: from its own generator, not the caller's random state
+                      generator=torch.Generator().manual_seed(0),
+                      **({"prefetch_factor": PREFETCH_BATCHES} if workers else {}))
+
+
+def _init_worker(worker_id: int) -> None:
+    """A loading process decodes and crops with one thread: the cores are the detectors' (`threads`)."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 def _load_row_image(manifest: Manifest, record: Any, cropper: FaceCropper) -> np.ndarray:
@@ -132,93 +165,154 @@ def default_clip_column(manifest: Manifest) -> str:
 
 def extract_cues(manifest: Manifest, detectors: Mapping[str, Detector], cache_dir: str | Path,
                  batch_size: int = 64, progress: bool = True, clip_column: str | None = None,
-                 checkpoint_every: int = CHECKPOINT_EVERY, threads: int = 1) -> dict[str, CueTable]:
-    """Cue tables keyed by the names in `detectors`, read from the CueStore or extracted (and cached).
+                 checkpoint_every: int = CHECKPOINT_EVERY, threads: int = 1, workers: int = 0) -> dict[str, CueTable]:
+    """Cue tables keyed by the names in `detectors` (in its order), read from the CueStore or extracted (and cached).
 
-    Extraction is batched on each detector's own device, saves finished rows every
-    `checkpoint_every` batches (and on interruption) and resumes from them, with exactly `threads` CPU
-    threads; one process extracts an entry at a time (others wait, then read it). Rows whose face
+    Extraction decodes and crops each face once per input kind: one pass over the manifest feeds every image
+    detector still missing from the store, one every clip detector (all reading `clip_column`). `workers`
+    processes load the faces ahead of the detectors (0: this process loads each batch when it is needed).
+    Each detector extracts in batches on its own device, saves its finished rows every `checkpoint_every`
+    batches (and on interruption) and resumes from them, with exactly `threads` CPU threads; one process
+    extracts an entry at a time (others wait, then read it). Cached entries load no model. Rows whose face
     cannot be loaded are invalid; their reasons go to the `.rejects.csv` beside the cached file.
     """
     store = CueStore(cache_dir)
     clip_column = clip_column or default_clip_column(manifest)
-    tables = {}
+    tables: dict[str, CueTable] = {}
+    missing: dict[InputKind, dict[str, tuple[Detector, str]]] = {}
     for name, detector in detectors.items():
         start = time.perf_counter()
-        fingerprint = detector.fingerprint()
-        if detector.input_kind == InputKind.CLIP:  # which clips were read is part of the cue's identity
-            fingerprint = hashlib.sha256(f"{fingerprint}:{clip_column}".encode()).hexdigest()[:16]
+        fingerprint = _entry_fingerprint(detector, clip_column)
         table = store.get(manifest, detector, fingerprint)
         if table is None:
-            with store.lock(manifest, detector, fingerprint), training_threads(threads):
-                table = store.get(manifest, detector, fingerprint)  # another process may have made it meanwhile
-                if table is None:
-                    table = _extract_one(store, manifest, detector, fingerprint, batch_size, progress, clip_column,
-                                         checkpoint_every)
-                    log.info("%s: extracted %d rows in %.1f s -> %s", name, len(table.valid),
-                             time.perf_counter() - start, store.path(manifest, detector, fingerprint))
+            missing.setdefault(detector.input_kind, {})[name] = (detector, fingerprint)
         else:
             log.info("%s: cached cues %s (%d/%d valid, %.1f s)", name, store.path(manifest, detector, fingerprint),
                      int(table.valid.sum()), len(table.valid), time.perf_counter() - start)
-        tables[name] = table
-    return tables
+            tables[name] = table
+    for input_kind, group in missing.items():
+        with training_threads(threads):
+            tables.update(_extract_group(store, manifest, input_kind, group, batch_size, progress, clip_column,
+                                         checkpoint_every, workers))
+    return {name: tables[name] for name in detectors}
 
 
-def _extract_one(store: CueStore, manifest: Manifest, detector: Detector, fingerprint: str, batch_size: int,
-                 progress: bool, clip_column: str, checkpoint_every: int) -> CueTable:
-    import torch
+def _entry_fingerprint(detector: Detector, clip_column: str) -> str:
+    """The detector's fingerprint, for clip detectors with the clips read (part of the cue's identity)."""
+    fingerprint = detector.fingerprint()
+    if detector.input_kind == InputKind.CLIP:
+        fingerprint = hashlib.sha256(f"{fingerprint}:{clip_column}".encode()).hexdigest()[:16]
+    return fingerprint
+
+
+class _Extraction:
+    """One detector's cue table being filled: rows [0, done) are finished (a resumed partial file's included)."""
+
+    def __init__(self, store: CueStore, manifest: Manifest, name: str, detector: Detector, fingerprint: str) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.name = name
+        self.detector = detector
+        self.fingerprint = fingerprint
+        n = len(manifest)
+        self.values = np.zeros((n, detector.dim), dtype=np.float32)
+        self.valid = np.zeros(n, dtype=bool)
+        self.reasons = np.full(n, "", dtype=object)
+        self.done = 0
+        partial = store.load_partial(manifest, detector, fingerprint)
+        if partial is not None:
+            done = self.done = partial.done
+            self.values[:done], self.valid[:done], self.reasons[:done] = partial.values, partial.valid, partial.reasons
+            log.info("%s: resuming after %d/%d rows from %s", name, done, n, self.partial_path)
+
+    @property
+    def partial_path(self) -> Path:
+        return self.store.partial_path(self.manifest, self.detector, self.fingerprint)
+
+    def add(self, items: list[tuple[int, np.ndarray | None, str | None]], sample_ids: np.ndarray) -> None:
+        """Cues of a batch of consecutive FaceRows items; rows this extraction already has are skipped."""
+        items = [item for item in items if item[0] >= self.done]
+        if not items:
+            return
+        for row, _, reason in items:
+            if reason is not None:
+                self.reasons[row] = reason
+        kept = [(row, face) for row, face, _ in items if face is not None]
+        if kept:
+            rows = np.array([row for row, _ in kept])
+            faces = [face for _, face in kept]
+            clips = self.detector.input_kind == InputKind.CLIP
+            cues, ok = self.detector.extract(FaceBatch([str(sample_ids[row]) for row in rows],
+                                                       images=[] if clips else faces, clips=faces if clips else []))
+            self.values[rows], self.valid[rows] = cues, ok
+            self.reasons[rows[~ok]] = _reason(NO_CUE, f"{self.detector.name}: no valid cue for this face")
+        self.done = items[-1][0] + 1
+
+    def checkpoint(self) -> None:
+        """Save the finished rows to the partial file the next run resumes from."""
+        self.store.save_partial(self.manifest, self.detector, self.fingerprint,
+                                PartialCues(self.done, self.values[:self.done], self.valid[:self.done],
+                                            self.reasons[:self.done].astype(str)))
+
+    def finish(self, sample_ids: np.ndarray) -> CueTable:
+        """The complete table, stored with its rejects list (which drops the partial file)."""
+        table = CueTable(self.detector.name, self.fingerprint, sample_ids, self.detector.labels, self.values,
+                         self.valid)
+        _write_rejects(self.store.rejects_path(self.manifest, self.detector, self.fingerprint), self.manifest,
+                       self.reasons, self.name)
+        self.store.put(self.manifest, self.detector, table, self.fingerprint)  # last: its presence means complete
+        return table
+
+
+def _extract_group(store: CueStore, manifest: Manifest, input_kind: InputKind,
+                   group: Mapping[str, tuple[Detector, str]], batch_size: int, progress: bool, clip_column: str,
+                   checkpoint_every: int, workers: int) -> dict[str, CueTable]:
+    """Tables of detectors of one input kind (name -> (detector, fingerprint)) from one pass over the faces.
+
+    Holds every entry's lock, taken in the order of their paths (the same in every process: no deadlock).
+    """
     from tqdm.auto import tqdm
 
-    n, dim = len(manifest), detector.dim
-    values = np.zeros((n, dim), dtype=np.float32)
-    valid = np.zeros(n, dtype=bool)
-    reasons = np.full(n, "", dtype=object)
-    partial = store.load_partial(manifest, detector, fingerprint)
-    done = 0
-    if partial is not None:
-        done = partial.done
-        values[:done], valid[:done], reasons[:done] = partial.values, partial.valid, partial.reasons
-        log.info("%s: resuming after %d/%d rows from %s", detector.name, done, n,
-                 store.partial_path(manifest, detector, fingerprint))
-    sample_ids = manifest.table["sample_id"].to_numpy(dtype=str)
-    batches = range(done, n, batch_size)
-    try:
-        with torch.no_grad():
-            for count, lo in enumerate(tqdm(batches, desc=detector.name, unit="batch", disable=not progress), 1):
-                hi = min(lo + batch_size, n)
-                faces, errors = load_faces(manifest, detector.input_kind, range(lo, hi), clip_column)
-                keep = [i for i, face in enumerate(faces) if face is not None]
-                for i, error in enumerate(errors):
-                    if error is not None:
-                        reasons[lo + i] = error
-                if keep:
-                    kept_faces = [faces[i] for i in keep]
-                    batch = FaceBatch([str(sample_ids[lo + i]) for i in keep],
-                                      images=kept_faces if detector.input_kind == InputKind.IMAGE else [],
-                                      clips=kept_faces if detector.input_kind == InputKind.CLIP else [])
-                    cues, ok = detector.extract(batch)
-                    rows = np.asarray(keep) + lo
-                    values[rows], valid[rows] = cues, ok
-                    reasons[rows[~ok]] = _reason(NO_CUE, f"{detector.name}: no valid cue for this face")
-                done = hi
-                if count % checkpoint_every == 0 and done < n:
-                    _checkpoint(store, manifest, detector, fingerprint, done, values, valid, reasons)
-    except BaseException:
-        if done:
-            _checkpoint(store, manifest, detector, fingerprint, done, values, valid, reasons)
-            log.warning("%s: interrupted after %d/%d rows; the next run resumes from %s", detector.name, done, n,
-                        store.partial_path(manifest, detector, fingerprint))
-        raise
-    table = CueTable(detector.name, fingerprint, sample_ids, detector.labels, values, valid)
-    _write_rejects(store.rejects_path(manifest, detector, fingerprint), manifest, reasons, detector.name)
-    store.put(manifest, detector, table, fingerprint)  # last: its presence means the entry is complete
-    return table
-
-
-def _checkpoint(store: CueStore, manifest: Manifest, detector: Detector, fingerprint: str, done: int,
-                values: np.ndarray, valid: np.ndarray, reasons: np.ndarray) -> None:
-    store.save_partial(manifest, detector, fingerprint,
-                       PartialCues(done, values[:done], valid[:done], reasons[:done].astype(str)))
+    start = time.perf_counter()
+    tables: dict[str, CueTable] = {}
+    with contextlib.ExitStack() as locks:
+        for detector, fingerprint in sorted(group.values(), key=lambda entry: str(store.path(manifest, *entry))):
+            locks.enter_context(store.lock(manifest, detector, fingerprint))
+        extractions = []
+        for name, (detector, fingerprint) in group.items():
+            table = store.get(manifest, detector, fingerprint)  # another process may have made it meanwhile
+            if table is None:
+                extractions.append(_Extraction(store, manifest, name, detector, fingerprint))
+            else:
+                tables[name] = table
+        if not extractions:
+            return tables
+        n = len(manifest)
+        sample_ids = manifest.table["sample_id"].to_numpy(dtype=str)
+        loader = face_loader(manifest, input_kind, range(min(e.done for e in extractions), n), clip_column,
+                             batch_size, workers)
+        batches = tqdm(loader, desc="+".join(e.name for e in extractions), unit="batch", disable=not progress)
+        try:
+            with torch.no_grad():
+                for count, items in enumerate(batches, 1):
+                    for extraction in extractions:
+                        extraction.add(items, sample_ids)
+                    if count % checkpoint_every == 0:
+                        for extraction in extractions:
+                            if extraction.done < n:
+                                extraction.checkpoint()
+        except BaseException:
+            for extraction in extractions:
+                if extraction.done:
+                    extraction.checkpoint()
+                    log.warning("%s: interrupted after %d/%d rows; the next run resumes from %s", extraction.name,
+                                extraction.done, n, extraction.partial_path)
+            raise
+        for extraction in extractions:
+            tables[extraction.name] = extraction.finish(sample_ids)
+            log.info("%s: extracted %d rows in %.1f s -> %s", extraction.name, n, time.perf_counter() - start,
+                     store.path(manifest, extraction.detector, extraction.fingerprint))
+    return tables
 
 
 def _write_rejects(path: Path, manifest: Manifest, reasons: np.ndarray, name: str) -> None:
