@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from mcam.cues.extract import default_clip_column, extract_cues, training_set
+from mcam.cues.extract import default_clip_column, extract_cues, load_faces, training_set
 from mcam.determinism import training_threads
 from mcam.manifest import load_manifest
 from mcam.registry import detector_class
@@ -63,6 +63,42 @@ def data_folder(given: str | None, scratch: Path) -> Path:
 
     generate(scratch / "synth_tiny", asset_path("configs/synth/tiny.yaml"), seed=0, progress=False)
     return scratch / "synth_tiny"
+
+
+def gemm_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
+    """This device's fp32 matrix-multiply rate (GFLOP/s): a practical ceiling for convolution-heavy detectors."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    synchronise(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronise(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def compute_floor(detectors: dict, manifest, device: str, measured: float, say) -> None:
+    """Per-face FLOPs of each detector's network (torch's FlopCounterMode on one face) against this device's
+    GEMM rate: how many faces/s the arithmetic alone allows, whatever the pipeline around it does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    say("| detector | GFLOP per face | faces/s at the GEMM rate |")
+    say("|---|---|---|")
+    rate = gemm_gflops(device)
+    total = 0.0
+    for name, detector in detectors.items():
+        faces, _ = load_faces(manifest, detector.input_kind, [0], default_clip_column(manifest))
+        x = detector.preprocess(faces).to(device)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            detector.cue_outputs(x)
+        gflop = counter.get_total_flops() / 1e9
+        total += gflop
+        say(f"| {name} | {gflop:.3f} | {rate / gflop:.0f} |")
+    say(f"| all five | {total:.3f} | {rate / total:.0f} |")
+    say()
+    say(f"fp32 GEMM on this device: {rate:.0f} GFLOP/s (2048x2048 matmuls). The five networks need {total:.2f} GFLOP "
+        f"per face, so the arithmetic alone caps all five cues at {rate / total:.0f} faces/s here; measured "
+        f"{measured:.1f} faces/s ({measured * total:.0f} GFLOP/s sustained, {measured * total / rate:.0%} of GEMM).")
 
 
 def main() -> None:
@@ -121,6 +157,8 @@ def main() -> None:
             synchronise(device)
         total = time.perf_counter() - start
         say(f"| all five together (one extract_cues call) | {total:.1f} | {rows / total:.1f} |")
+        say()
+        compute_floor(detectors, part, device, rows / total, say)
         say()
         say("## Detector training (one epoch of `fit` on decoded faces of the train split)")
         say()
