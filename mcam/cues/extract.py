@@ -120,6 +120,9 @@ def face_loader(manifest: Manifest, input_kind: InputKind, rows: Sequence[int], 
     that keep PREFETCH_BATCHES batches each ready (0: loaded in this process when asked for)."""
     return DataLoader(FaceRows(manifest, input_kind, rows, clip_column), batch_size=batch_size, shuffle=False,
                       num_workers=workers, collate_fn=list, worker_init_fn=_init_worker,
+                      # spawned, not forked: a fork copies locks other threads of this process hold (Lightning's,
+                      # OpenMP's, logging's) and the child waits on them forever (seen in the test run)
+                      multiprocessing_context="spawn" if workers else None,
                       # each pass draws the workers' base seed: from its own generator, not the caller's random state
                       generator=torch.Generator().manual_seed(0),
                       **({"prefetch_factor": PREFETCH_BATCHES} if workers else {}))
