@@ -3,7 +3,7 @@
     python benchmarks/compare_runs.py OUT_A OUT_B
 
 Compares results.csv (every column but wall time and paths), every run's predictions.csv, and
-report.md (lines with times left out). Prints one line per check and exits 1 on any difference.
+report.md (lines with times left out, each folder's own path read as OUT). Prints one line per check and exits 1 on any difference.
 """
 from __future__ import annotations
 
@@ -47,9 +47,10 @@ def compare_predictions(a: Path, b: Path) -> list[str]:
 
 
 def compare_report(a: Path, b: Path) -> list[str]:
-    """report.md lines that differ, leaving out lines that report times."""
+    """report.md lines that differ, leaving out lines that report times; each folder's own path (the recorded
+    command's --out) reads as OUT."""
     def lines(path: Path) -> list[str]:
-        return [line for line in (path / "report.md").read_text().splitlines()
+        return [line.replace(str(path), "OUT") for line in (path / "report.md").read_text().splitlines()
                 if not any(word in line.lower() for word in TIME_WORDS)]
 
     left, right = lines(a), lines(b)
