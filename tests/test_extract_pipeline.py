@@ -114,3 +114,13 @@ def test_extraction_leaves_the_global_random_state_alone(data, tmp_path):
     torch.manual_seed(0)
     extract_cues(data, detectors(), tmp_path / "cache", progress=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_loading_step_defaults_to_the_largest_detector_batch(data, tmp_path):
+    """No detector's own batch is capped by the loading step: it loads as many faces as the largest detector batch."""
+    small, large = TinyDetector(), TinyGrey()
+    small.config["batch_size"], large.config["batch_size"] = 3, 8
+    tables = extract_cues(data, {"tiny": small, "tinygrey": large}, tmp_path / "cache", progress=False)
+    assert small.calls == large.calls == 2  # 12 rows (10 loadable) in loading steps of 8
+    reference = extract_cues(data, {"tiny": TinyDetector()}, tmp_path / "ref", batch_size=1, progress=False)["tiny"]
+    assert np.array_equal(tables["tiny"].values, reference.values)  # cues do not depend on the step

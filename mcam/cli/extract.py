@@ -26,7 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=non_negative_int, default=0,
                         help="processes that decode and crop faces ahead of the detectors (default 0: the main "
                              "process does, between batches); each face is decoded once per input kind either way")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="faces loaded per step (default: the largest of the detectors' own batch sizes); "
+                             "each detector still runs its own batch size, and cues do not depend on either")
     parser.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 (default: cuda when visible)")
     parser.add_argument("--clip-column", default=None,
                         help="manifest column of clips for clip detectors (default: micro_clip if present, else clip)")

@@ -9,7 +9,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -35,6 +35,7 @@ PATH_KEYS = ("weights",)
 PATH_SUFFIXES = ("_path", "_dir", "_file")
 STILL_CLIP_FRAMES = 8  # frames of the clip a still becomes (mcam.detector.still_to_clip) when a row has no clip
 CHECKPOINT_EVERY = 10  # batches between partial-file writes during extraction
+DEFAULT_LOAD_BATCH = 64  # faces loaded per step for detectors that set no batch size of their own
 PREFETCH_BATCHES = 2  # batches each loading process keeps ready (extract_cues `workers`)
 NO_CUE = "no_cue"  # reject reason: the face loaded but the detector gave no valid cue for it
 
@@ -167,13 +168,15 @@ def default_clip_column(manifest: Manifest) -> str:
 
 
 def extract_cues(manifest: Manifest, detectors: Mapping[str, Detector], cache_dir: str | Path,
-                 batch_size: int = 64, progress: bool = True, clip_column: str | None = None,
+                 batch_size: int | None = None, progress: bool = True, clip_column: str | None = None,
                  checkpoint_every: int = CHECKPOINT_EVERY, threads: int = 1, workers: int = 0) -> dict[str, CueTable]:
     """Cue tables keyed by the names in `detectors` (in its order), read from the CueStore or extracted (and cached).
 
     Extraction decodes and crops each face once per input kind: one pass over the manifest feeds every image
     detector still missing from the store, one every clip detector (all reading `clip_column`). `workers`
     processes load the faces ahead of the detectors (0: this process loads each batch when it is needed).
+    `batch_size` faces are loaded per step (None: the largest `batch_size` among the pass's detectors, so no
+    detector's own batch is capped by the loading step; cues do not depend on either).
     Each detector extracts in batches on its own device, saves its finished rows every `checkpoint_every`
     batches (and on interruption) and resumes from them, with exactly `threads` CPU threads; one process
     extracts an entry at a time (others wait, then read it). Cached entries load no model. Rows whose face
@@ -198,6 +201,11 @@ def extract_cues(manifest: Manifest, detectors: Mapping[str, Detector], cache_di
             tables.update(_extract_group(store, manifest, input_kind, group, batch_size, progress, clip_column,
                                          checkpoint_every, workers))
     return {name: tables[name] for name in detectors}
+
+
+def _largest_batch(detectors: Iterable[Detector]) -> int:
+    """The largest of the detectors' own batch sizes (DEFAULT_LOAD_BATCH for detectors without one)."""
+    return max(int(detector.config.get("batch_size") or DEFAULT_LOAD_BATCH) for detector in detectors)
 
 
 def _entry_fingerprint(detector: Detector, clip_column: str) -> str:
@@ -268,7 +276,7 @@ class _Extraction:
 
 
 def _extract_group(store: CueStore, manifest: Manifest, input_kind: InputKind,
-                   group: Mapping[str, tuple[Detector, str]], batch_size: int, progress: bool, clip_column: str,
+                   group: Mapping[str, tuple[Detector, str]], batch_size: int | None, progress: bool, clip_column: str,
                    checkpoint_every: int, workers: int) -> dict[str, CueTable]:
     """Tables of detectors of one input kind (name -> (detector, fingerprint)) from one pass over the faces.
 
@@ -293,7 +301,7 @@ def _extract_group(store: CueStore, manifest: Manifest, input_kind: InputKind,
         n = len(manifest)
         sample_ids = manifest.table["sample_id"].to_numpy(dtype=str)
         loader = face_loader(manifest, input_kind, range(min(e.done for e in extractions), n), clip_column,
-                             batch_size, workers)
+                             batch_size or _largest_batch(e.detector for e in extractions), workers)
         batches = tqdm(loader, desc="+".join(e.name for e in extractions), unit="batch", disable=not progress)
         try:
             with torch.no_grad():
