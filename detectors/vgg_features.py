@@ -110,7 +110,7 @@ class VGGFeatures(TorchDetector):
         size = self.config["input_size"]
         imagenet = self.config["weights"] == "imagenet" or "ImageNet" in (self._provenance or "")
         return PretrainedConfig(input_size=(3, size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                labels=tuple(self.labels), licence=IMAGENET_LICENCE if imagenet else "")
+                                labels=tuple(self.output_names()), licence=IMAGENET_LICENCE if imagenet else "")
 
     def named_weights_info(self, weights: str) -> WeightsInfo:
         cached = _imagenet_cache_file(self.config["batch_norm"])
