@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mcam.detector import lightning_device
-from mcam.determinism import seeded
+from mcam.determinism import in_order, seeded
 from mcam.labels import CANONICAL, HeadMap
 from mcam.quiet import quiet_lightning
 from mcam.splits import require_classes
@@ -166,12 +166,6 @@ def fit_network(net: nn.Module, data: FaceDataset, *, loss: Loss, settings: FitS
     net.to(device).eval()
     return {"train_loss": float(module.loss_sum) / max(module.seen, 1), "epochs": float(settings.epochs),
             "seconds": time.perf_counter() - start}
-
-
-def in_order(data: Dataset, batch_size: int) -> DataLoader:
-    """A DataLoader over `data` in order. It has its own generator: a DataLoader without one draws a seed from
-    torch's global generator each time it is iterated, which would move the caller's random state."""
-    return DataLoader(data, batch_size=batch_size, generator=torch.Generator())
 
 
 @torch.inference_mode()

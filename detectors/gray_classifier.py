@@ -10,7 +10,8 @@ from torch import nn
 
 from mcam.detector import TrainingSet
 from mcam.labels import head_map
-from mcam_detectors._lightning_fit import FaceDataset, FitSettings, in_order, random_hflip
+from mcam.determinism import in_order
+from mcam_detectors._lightning_fit import FaceDataset, FitSettings, random_hflip
 from mcam_detectors._torch_detector import PretrainedConfig, TorchDetector
 
 INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 
 def cuda_devices() -> list[int]:
@@ -39,3 +40,9 @@ def training_threads(threads: int, deterministic: bool = True) -> Iterator[None]
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn)
+
+
+def in_order(data: Dataset, batch_size: int, **options: Any) -> DataLoader:
+    """A DataLoader over `data` in order, with its own generator: a DataLoader without one draws a seed from torch's
+    global generator each time it is iterated, which would move the caller's random state."""
+    return DataLoader(data, batch_size=batch_size, shuffle=False, generator=torch.Generator(), **options)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from mcam.cues.store import CueStore, PartialCues
 from mcam.cues.table import CueTable
 from mcam.detector import Detector, FaceBatch, InputKind, TrainingSet, still_to_clip
-from mcam.determinism import training_threads
+from mcam.determinism import in_order, training_threads
 from mcam.errors import InputError
 from mcam.faces import FaceCropper, FaceError, load_clip, read_rgb
 from mcam.io import atomic_output
@@ -119,14 +119,12 @@ def face_loader(manifest: Manifest, input_kind: InputKind, rows: Sequence[int], 
                 workers: int = 0) -> DataLoader:
     """Batches of FaceRows items in row order, each a list (faces differ in shape), loaded by `workers` processes
     that keep PREFETCH_BATCHES batches each ready (0: loaded in this process when asked for)."""
-    return DataLoader(FaceRows(manifest, input_kind, rows, clip_column), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, collate_fn=list, worker_init_fn=_init_worker,
-                      # spawned, not forked: a fork copies locks other threads of this process hold (Lightning's,
-                      # OpenMP's, logging's) and the child waits on them forever (seen in the test run)
-                      multiprocessing_context="spawn" if workers else None,
-                      # each pass draws the workers' base seed: from its own generator, not the caller's random state
-                      generator=torch.Generator().manual_seed(0),
-                      **({"prefetch_factor": PREFETCH_BATCHES} if workers else {}))
+    return in_order(FaceRows(manifest, input_kind, rows, clip_column), batch_size,
+                    num_workers=workers, collate_fn=list, worker_init_fn=_init_worker,
+                    # spawned, not forked: a fork copies locks other threads of this process hold (Lightning's,
+                    # OpenMP's, logging's) and the child waits on them forever (seen in the test run)
+                    multiprocessing_context="spawn" if workers else None,
+                    **({"prefetch_factor": PREFETCH_BATCHES} if workers else {}))
 
 
 def _init_worker(worker_id: int) -> None:
