@@ -6,6 +6,10 @@ to zero mean / unit variance (removes global lighting and skin-tone offsets). Ou
 `include_intensities`, the 20 predicted intensities in [0, 1] named like OpenFace (`au.AU01_r` ...,
 py-feat's 20-AU order).
 
+Training: `fit` trains the regressor on faces with ground-truth AUs (an AU corpus without emotion labels, as
+real AU detectors are trained on DISFA/BP4D) and the SVM on labelled faces; `regressor: frozen` keeps a
+pre-trained regressor as loaded and fits only the SVM (the LAM detectors of a suite with an `au_corpus`).
+
 Weights: `weights=PATH` (a checkpoint written by `save`, e.g. by `mcam pretrain`); `weights=None`
 (the default) raises DetectorUnavailableError; `weights="random"` is an explicit untrained model
 whose SVM is unfitted, so its emotion probabilities are uniform (1/7) until `fit`.
@@ -13,7 +17,7 @@ whose SVM is unfitted, so its emotion probabilities are uniform (1/7) until `fit
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import cv2
 import numpy as np
@@ -89,14 +93,19 @@ class AURegressor(TorchDetector):
     input_kind = InputKind.IMAGE
     prefix = "au"
     head = HEAD  # the SVM's classes
+    learns_from_aus = True
     no_weights = "train the AU regressor with `mcam pretrain` and pass weights=PATH, or pass weights=random explicitly"
 
     def __init__(self, device: str | None = None, weights: str | None = None, image_size: int = 64,
-                 include_intensities: bool = True, batch_size: int = 128, seed: int = 0, **kw: Any) -> None:
+                 include_intensities: bool = True, batch_size: int = 128, seed: int = 0,
+                 regressor: Literal["fit", "frozen"] = "fit", **kw: Any) -> None:
         if image_size % 16:
             raise ValueError(f"au: image_size must be a multiple of 16, got {image_size}")
+        if regressor not in ("fit", "frozen"):
+            raise ValueError(f"au: regressor must be 'fit' or 'frozen', got {regressor!r}")
         super().__init__(device=device, weights=weights, image_size=image_size,
-                         include_intensities=include_intensities, batch_size=batch_size, seed=seed, **kw)
+                         include_intensities=include_intensities, batch_size=batch_size, seed=seed,
+                         regressor=regressor, **kw)
         self.svm = AUEmotionSVM(head_map(HEAD).classes)
 
     # --- description -------------------------------------------------
@@ -165,42 +174,54 @@ class AURegressor(TorchDetector):
     # --- training ----------------------------------------------------------
     def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int = 25, batch_size: int = 32,
             lr: float = 2e-3, seed: int = 0, precision: str = "32-true", **kwargs: Any) -> dict[str, float]:
-        """Train the regressor (masked MSE on annotated AUs), then the SVM on its predictions of `train`.
+        """Train the regressor (masked MSE on annotated AUs), then the SVM on its predictions of the labelled rows.
 
-        Starts from the loaded weights when `weights` is set (GAM fine-tuning), else from a fresh model seeded
-        with `seed` (source pre-training). If `train` has no AU ground truth, the regressor is kept as loaded and
-        only the SVM is refitted on the target labels. Returns metrics (MAE on [0, 1] intensities, accuracy).
+        The regressor starts from the loaded weights when `weights` is set (GAM fine-tuning), else from a fresh
+        model seeded with `seed` (source pre-training). It is kept as loaded when `regressor: frozen` or when
+        `train` has no AU ground truth (then only the SVM is refitted on the target labels). An AU corpus (rows
+        with AUs and no emotion labels, '') trains the regressor alone; the SVM stays as it was. Returns metrics
+        (MAE on [0, 1] intensities, accuracy).
         """
         if kwargs:
             raise TypeError(f"au.fit: unexpected arguments {sorted(kwargs)}")
         head = head_map(HEAD)
-        keep = [i for i, (face, label) in enumerate(zip(train.faces, train.labels))
-                if self.usable(face) and head.target(label) is not None]
-        faces = [train.faces[i] for i in keep]
-        labels = [head.target(train.labels[i]) for i in keep]
-        require_classes(labels, f"au.fit: {len(keep)} usable training faces")  # before training the regressor
+        usable = [i for i, face in enumerate(train.faces) if self.usable(face)]
+        labelled = [i for i in usable if train.labels[i] != "" and head.target(train.labels[i]) is not None]
+        unlabelled = all(train.labels[i] == "" for i in usable)
         targets = au_targets(train)
+        train_regressor = targets is not None and self.config["regressor"] == "fit"
+        if not unlabelled:  # before training the regressor
+            require_classes([head.target(train.labels[i]) for i in labelled],
+                            f"au.fit: {len(labelled)} usable labelled training faces")
+        elif not train_regressor:
+            raise ValueError("au: fit on rows without emotion labels trains the regressor only; they need AU ground "
+                             "truth and regressor: fit")
+        keep = usable if unlabelled else labelled
         metrics: dict[str, float] = {"n_train": float(len(keep)), "n_skipped": float(len(train.faces) - len(keep))}
         if self.config["weights"] is not None or self._loaded:
             self.load()
-        elif targets is None:
-            raise ValueError("au: fit needs AU ground truth (TrainingSet.aus) to train a regressor from scratch; "
-                             "pass weights=PATH of a pre-trained regressor to refit only the SVM")
+        elif not train_regressor:
+            raise ValueError("au: fit needs AU ground truth (TrainingSet.aus) and regressor: fit to train a regressor "
+                             "from scratch; pass weights=PATH of a pre-trained regressor to refit only the SVM")
         else:  # source pre-training from weights=None: a fresh model seeded by the fit's seed
             with seeded(seed):
                 self.model = self.build_network(self.arch()).to(self.device)
             self._arch, self._loaded = self.arch(), True
-        if targets is not None:
+        faces = [train.faces[i] for i in keep]
+        if train_regressor:
             settings = FitSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, optimizer="adamw_onecycle",
                                    weight_decay=1e-4, precision=precision)
             metrics.update(self._train_regressor(faces, targets[keep], settings))
-        metrics["regressor_trained"] = float(targets is not None)
+        metrics["regressor_trained"] = float(train_regressor)
         predicted = self.predict_aus(faces)
         if targets is not None:
             metrics["train_au_mae"] = float(np.nanmean(np.abs(predicted - targets[keep])))
-        self.svm = AUEmotionSVM(head.classes, seed=seed).fit(predicted, labels)
-        metrics["train_acc"] = self.svm.score(predicted, labels)
-        self._provenance = (f"au.fit on {len(keep)} faces ({'regressor + SVM' if targets is not None else 'SVM only'}), "
+        if not unlabelled:
+            labels = [head.target(train.labels[i]) for i in keep]
+            self.svm = AUEmotionSVM(head.classes, seed=seed).fit(predicted, labels)
+            metrics["train_acc"] = self.svm.score(predicted, labels)
+        parts = "regressor + SVM" if train_regressor and not unlabelled else "regressor" if train_regressor else "SVM"
+        self._provenance = (f"au.fit on {len(keep)} faces ({parts}{', no emotion labels' if unlabelled else ''}), "
                             f"starting from {source_of(self.config['weights']) if self.config['weights'] else 'a fresh model'}, "
                             f"{epochs} epochs, seed {seed}")
         if val is not None:
@@ -217,11 +238,15 @@ class AURegressor(TorchDetector):
 
     def _evaluate(self, data: TrainingSet, prefix: str) -> dict[str, float]:
         head = head_map(HEAD)
-        keep = [i for i, f in enumerate(data.faces) if self.usable(f) and head.target(data.labels[i]) is not None]
+        keep = [i for i, f in enumerate(data.faces) if self.usable(f)
+                and (data.labels[i] == "" or head.target(data.labels[i]) is not None)]
         if not keep:
             return {}
         predicted = self.predict_aus([data.faces[i] for i in keep])
-        result = {f"{prefix}acc": self.svm.score(predicted, [head.target(data.labels[i]) for i in keep])}
+        labelled = [j for j, i in enumerate(keep) if data.labels[i] != ""]
+        result = {f"{prefix}acc": self.svm.score(predicted[labelled], [head.target(data.labels[keep[j]])
+                                                                       for j in labelled])} \
+            if labelled and self.svm.fitted else {}
         targets = au_targets(data)
         if targets is not None:
             result[f"{prefix}au_mae"] = float(np.nanmean(np.abs(predicted - targets[keep])))

@@ -83,6 +83,7 @@ class Detector(ABC):
     input_kind: ClassVar[InputKind] = InputKind.IMAGE
     prefix: ClassVar[str]
     trainable: ClassVar[bool] = False
+    learns_from_aus: ClassVar[bool] = False  # its fit trains on an AU corpus (ground-truth AUs, no emotion labels)
     # The version of the training procedure behind `fit`: part of trained detectors' store keys, so a change to
     # how a detector trains makes new entries instead of reusing weights the old procedure made.
     fit_version: ClassVar[str] = "1"

@@ -45,6 +45,11 @@ class Manifest:
         return [c for c in self.table.columns if AU_COLUMN.match(c)]
 
     @property
+    def labelled(self) -> bool:
+        """Every row has an emotion label (an AU corpus, loaded with labelled=False, has none)."""
+        return bool((self.table["label"] != "").all()) if "label" in self.table.columns else False
+
+    @property
     def regions(self) -> list[str]:
         return sorted(self.table["region"].unique())
 
@@ -114,8 +119,13 @@ def _fail(source: str, row: int | None, column: str | None, message: str) -> Non
     raise ManifestError(f"{where}: {message}")
 
 
-def validate(table: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
-    """Check the schema and return the table with normalised dtypes; raise ManifestError naming row and column."""
+def validate(table: pd.DataFrame, source: str = "manifest", labelled: bool = True) -> pd.DataFrame:
+    """Check the schema and return the table with normalised dtypes; raise ManifestError naming row and column.
+
+    `labelled=False` reads an AU corpus (faces with ground-truth AUs and no emotion labels, standing in for
+    DISFA/BP4D): its `label` column may be empty or absent (it reads as ''), and it needs AU columns."""
+    if not labelled and "label" not in table.columns:
+        table = table.assign(label="")
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         _fail(source, None, None, f"missing required columns {missing}; required: {list(REQUIRED_COLUMNS)}")
@@ -123,7 +133,13 @@ def validate(table: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
     for column in REQUIRED_COLUMNS:
         text = table[column].astype(str).str.strip()
         empty = table[column].isna() | (text == "")
+        if not labelled and column == "label":
+            table[column] = text.where(~empty, "")
+            continue
         if empty.any():
+            if column == "label" and empty.all() and any(AU_COLUMN.match(str(c)) for c in table.columns):
+                _fail(source, 0, column, "empty value (every row: an AU corpus without emotion labels is read by "
+                      "the AU detectors' pre-training, not as an emotion dataset)")
             _fail(source, int(empty.to_numpy().argmax()), column, "empty value")
         placeholder = text.str.lower().isin(MISSING_TEXT)
         if placeholder.any():  # e.g. a region 'NaN' would otherwise become one more region
@@ -134,7 +150,7 @@ def validate(table: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
     if duplicated.any():
         row = int(duplicated.to_numpy().argmax())
         _fail(source, row, "sample_id", f"duplicate sample_id {table['sample_id'].iloc[row]!r}")
-    unknown = ~table["label"].isin(CANONICAL)
+    unknown = ~table["label"].isin(CANONICAL) & ((table["label"] != "") | labelled)
     if unknown.any():
         row = int(unknown.to_numpy().argmax())
         _fail(source, row, "label", f"unknown label {table['label'].iloc[row]!r}; canonical labels: {list(CANONICAL)}")
@@ -161,6 +177,8 @@ def validate(table: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
         if bad.any():
             _fail(source, int(bad.to_numpy().argmax()), column, f"AU intensity {table[column].iloc[int(bad.to_numpy().argmax())]!r} is not a number")
         table[column] = values.astype("float32")
+    if not labelled and not any(AU_COLUMN.match(str(c)) for c in table.columns):
+        _fail(source, None, None, "an AU corpus (no emotion labels) needs ground-truth AU columns (AU01, AU02, ...)")
     return table
 
 
@@ -190,8 +208,9 @@ def read_table(path: Path, required: tuple[str, ...] = (), **read_csv: object) -
     return table
 
 
-def load_manifest(path: str | os.PathLike, check_paths: bool = False) -> Manifest:
-    """Read and validate a manifest CSV (or a dataset folder holding manifest.csv)."""
+def load_manifest(path: str | os.PathLike, check_paths: bool = False, labelled: bool = True) -> Manifest:
+    """Read and validate a manifest CSV (or a dataset folder holding manifest.csv); `labelled=False`: an AU
+    corpus (see `validate`)."""
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_FILE
@@ -200,19 +219,19 @@ def load_manifest(path: str | os.PathLike, check_paths: bool = False) -> Manifes
     # keep_default_na=False: codes like JAFFE's subject 'NA' are text, not missing values
     text = {c: str for c in (*REQUIRED_COLUMNS, "group", "bbox", "split", "kind", "clip", "micro_clip", "micro_label")}
     table = read_table(path, REQUIRED_COLUMNS, dtype=text, keep_default_na=False, na_values=[""])
-    manifest = Manifest(validate(table, source=str(path)), path.parent)
+    manifest = Manifest(validate(table, source=str(path), labelled=labelled), path.parent)
     if check_paths:
         check_files(manifest, source=str(path))
     return manifest
 
 
-def save_manifest(manifest: Manifest | pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Validate and write a manifest CSV atomically."""
+def save_manifest(manifest: Manifest | pd.DataFrame, path: str | os.PathLike, labelled: bool = True) -> Path:
+    """Validate and write a manifest CSV atomically (`labelled=False`: an AU corpus, see `validate`)."""
     table = manifest.table if isinstance(manifest, Manifest) else manifest
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_FILE
-    table = validate(table, source=str(path))
+    table = validate(table, source=str(path), labelled=labelled)
     with atomic_output(path) as tmp:
         table.to_csv(tmp, index=False)
     return path

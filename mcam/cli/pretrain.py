@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from mcam.cli.options import device, fraction, non_negative_int, positive_int
-from mcam.cues.pretrain import DEFAULT_PRECISION, PRECISIONS, pretrain_detectors
+from mcam.cues.pretrain import DEFAULT_PRECISION, PRECISIONS, frozen_regressors, pretrain_detectors
+from mcam.errors import InputError
 from mcam.io import ensure_writable
 from mcam.manifest import load_manifest
+from mcam.registry import detector_class
 
 DEFAULT_TRAIN = "vgg,au,micro,micro_plus,macro_cnn"
 DEFAULT_KEEP = "macro"
@@ -26,6 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"detectors listed in the spec untrained, e.g. pre-trained elsewhere (default {DEFAULT_KEEP})")
     parser.add_argument("--base", default=None,
                         help="spec YAML to start from (GAM: fine-tune the detectors of a LAM detectors.yaml)")
+    parser.add_argument("--au-corpus", default=None,
+                        help="an AU corpus folder (ground-truth AUs, no emotion labels; e.g. `mcam synth --config "
+                             "configs/synth/au_corpus.yaml`): the AU detectors among --detectors train their regressor "
+                             "on it first (into <out>/au_corpus), then only their AU -> emotion SVM on --data")
     parser.add_argument("--out", required=True, help="folder for <name>.pt, <name>.metrics.json, detectors.yaml")
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per detector (default: each detector's)")
     parser.add_argument("--val-fraction", type=fraction, default=0.2, help="fraction of subjects held out for val")
@@ -52,10 +59,21 @@ def run(args: argparse.Namespace) -> int:
         held_out = manifest.table["split"] == "test"
         print(f"mcam pretrain: leaving out {int(held_out.sum())} rows of split 'test' (--include-test keeps them)")
         manifest = manifest.subset(~held_out)
+    settings = {"val_fraction": args.val_fraction, "seed": args.seed, "epochs": args.epochs, "force": args.force,
+                "threads": args.threads, "device": args.device, "precision": args.precision}
+    base = args.base
+    if args.au_corpus is not None:
+        if base is not None:
+            raise InputError("--au-corpus and --base: the AU corpus pre-trains from a random init; fine-tune (--base) "
+                             "a spec that was pre-trained with it instead")
+        names = [n for n in train if detector_class(n).learns_from_aus]
+        if not names:
+            raise InputError(f"--au-corpus: none of --detectors {train} learns from an AU corpus")
+        corpus = load_manifest(args.au_corpus, labelled=False)
+        base = frozen_regressors(pretrain_detectors(corpus, names, Path(args.out) / "au_corpus", train=names,
+                                                    **settings))
     spec = pretrain_detectors(manifest, [*train, *_names(args.keep)], args.out,
-                              region=None if args.region == "all" else args.region,
-                              val_fraction=args.val_fraction, seed=args.seed, base_spec=args.base,
-                              epochs=args.epochs, force=args.force, train=train, threads=args.threads,
-                              device=args.device, precision=args.precision)
+                              region=None if args.region == "all" else args.region, base_spec=base, train=train,
+                              **settings)
     print(f"detector spec: {spec}")
     return 0

@@ -29,7 +29,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(table: pd.DataFrame) -> str:
-    """Samples per region x emotion, with subject counts."""
+    """Samples per region x emotion, with subject counts; for an AU corpus, faces and identities, and how many
+    faces show each AU."""
+    if table["label"].isna().all():
+        aus = [c for c in table.columns if c.startswith("AU")]
+        shown = (table[aus] > 0).sum().to_frame("faces showing it").T.to_string()
+        return f"AU corpus: {len(table)} faces of {table['subject'].nunique()} identities, no emotion labels\n{shown}"
     counts = pd.crosstab(table["region"], table["label"])
     counts["subjects"] = table.groupby("region")["subject"].nunique()
     return counts.to_string()

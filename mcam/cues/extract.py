@@ -345,11 +345,12 @@ def training_set(manifest: Manifest, input_kind: InputKind, clip_column: str = "
 
     Rows whose face cannot be loaded are left out (logged). `label_column` must hold canonical
     labels: micro heads map them through their head map (micro3/micro4), which matches the
-    synthetic `micro_label` because a sample's micro clip shows the sample's own emotion.
+    synthetic `micro_label` because a sample's micro clip shows the sample's own emotion. An AU corpus
+    (`Manifest.labelled` False) gives '' labels: its rows train AU regressors only.
     """
     table = manifest.table
     labels = table[label_column].astype(str)
-    unknown = sorted(set(labels) - set(CANONICAL))
+    unknown = sorted(set(labels) - set(CANONICAL) - ({""} if label_column == "label" else set()))
     if unknown:
         raise ValueError(f"column {label_column!r} holds non-canonical labels {unknown}; expected {list(CANONICAL)}")
     faces, errors = load_faces(manifest, input_kind, clip_column=clip_column)

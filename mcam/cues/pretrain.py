@@ -64,6 +64,15 @@ def _check_learnable(manifest: Manifest, train: Sequence[str], val_fraction: flo
     """Refuse training rows too thin to learn from (one class; one subject when a val part is asked for)."""
     if not train:
         return
+    if not manifest.labelled:
+        where = f"{manifest.root / MANIFEST_FILE}"
+        refusing = [n for n in train if not detector_class(n).learns_from_aus]
+        if refusing:
+            raise InputError(f"{where}: rows without emotion labels (an AU corpus) train AU regressors only; "
+                             f"{refusing} need labelled rows")
+        if val_fraction > 0 and manifest.table["subject"].nunique() < 2:
+            raise InputError(f"{where}: one subject; a subject-disjoint validation part needs at least two")
+        return
     _, val_m = train_val_split(manifest, val_fraction, seed)
     is_val = manifest.table["sample_id"].isin(val_m.table["sample_id"]) if val_m is not None else False
     frame = manifest.table.assign(part=np.where(is_val, "val", "train"))
@@ -147,6 +156,23 @@ def stored_detectors(store: ArtifactStore, manifest: Manifest, names: Sequence[s
         scratch, manifest, names, train, base_spec=base_spec, epochs=epochs, seed=seed, val_fraction=val_fraction,
         threads=threads, device=device, precision=precision))
     return folder / SPEC_FILE
+
+
+def au_corpus_base(store: ArtifactStore, corpus: Manifest, names: Sequence[str], *, epochs: int | None = None,
+                   seed: int = 0, threads: int = 1, device: str | None = None,
+                   precision: str = DEFAULT_PRECISION) -> dict[str, dict[str, Any]]:
+    """The AU detectors `names` with their regressors pre-trained on an AU corpus (rows with ground-truth AUs and no
+    emotion labels, standing in for DISFA/BP4D; a store entry), as base spec entries for the source pre-training:
+    the corpus weights with `regressor: frozen`, so the source region trains only their AU -> emotion SVM."""
+    if not names:
+        return {}
+    return frozen_regressors(stored_detectors(store, corpus, names, names, epochs=epochs, seed=seed, val_fraction=0.2,
+                                              threads=threads, purpose="au_corpus", device=device, precision=precision))
+
+
+def frozen_regressors(spec: SpecLike) -> dict[str, dict[str, Any]]:
+    """A spec of AU detectors trained on an AU corpus as base entries whose next training fits only their SVM."""
+    return {name: {**config, "regressor": "frozen"} for name, config in load_spec(spec).items()}
 
 
 def adapt_detectors(store: ArtifactStore, base_spec: SpecLike, train_rows: Manifest, fine_tune: Sequence[str], *,

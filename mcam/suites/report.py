@@ -545,6 +545,11 @@ def selection_text(out: Path, results: pd.DataFrame) -> str:
     if (results["method"] == BEST_SINGLE).any():
         text += (f" '{BEST_SINGLE}': per fold and detector seed, the single-cue model with the best mean validation "
                  "accuracy over its fusion seeds.")
+    corpus = (spec or {}).get("au_corpus")
+    if corpus and "au" in (spec or {}).get("pretrain", []) and (spec or {}).get("source_region"):
+        text += (f" The au detector's regressor was pre-trained on the AU corpus {corpus.get('dir')} (ground-truth "
+                 f"AUs, no emotion labels; {corpus.get('synth_config')}, seed {corpus.get('synth_seed', 0)}), its "
+                 f"AU -> emotion SVM on the source region.")
     return text
 
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from mcam.assets import asset_path, resolve_path
 from mcam.cues.extract import build_detectors, extract_cues
-from mcam.cues.pretrain import adapt_detectors, stored_detectors
+from mcam.cues.pretrain import adapt_detectors, au_corpus_base, stored_detectors
 from mcam.cues.store import CueStore
 from mcam.cues.table import CueTable
 from mcam.detector import accelerator_device, default_device
@@ -43,6 +43,7 @@ from mcam.errors import UserError
 from mcam.io import write_atomic
 from mcam.manifest import Manifest, load_manifest, save_manifest
 from mcam.quiet import quiet_lightning
+from mcam.registry import detector_class
 from mcam.store import ArtifactStore
 from mcam.suites.metrics import run_metrics
 from mcam.suites.protocols import Fold, make_folds, selection_folds
@@ -53,9 +54,9 @@ RESULTS = "results.csv"
 LOCK = ".lock"
 # Spec fields that change a run's result: a suite resumes only while these (and the data and configs) are
 # unchanged. Others (seeds, detector seeds, models, cue sets, folds, modes, workers, store) may grow or move.
-RESULT_SETTINGS = ("protocol", "protocol_args", "data", "source_region", "detectors", "pretrain", "pretrain_epochs",
-                   "gam_detectors", "gam_epochs", "fusion_configs", "fusion_overrides", "max_epochs", "patience",
-                   "batch_size", "val_fraction", "split_seed", "selection", "accelerator", "threads")
+RESULT_SETTINGS = ("protocol", "protocol_args", "data", "source_region", "au_corpus", "detectors", "pretrain",
+                   "pretrain_epochs", "gam_detectors", "gam_epochs", "fusion_configs", "fusion_overrides", "max_epochs",
+                   "patience", "batch_size", "val_fraction", "split_seed", "selection", "accelerator", "threads")
 RUN_COLUMNS = ["run_id", "suite", "protocol", "fold", "fold_role", "mode", "model", "cue_set", "cues",
                "detector_seed", "seed"]
 PATH_COLUMNS = ("run_dir",)  # columns that name places, not results
@@ -94,9 +95,10 @@ def suite_lock(out: Path, command: str) -> Iterator[None]:
         handle.close()
 
 
-def ensure_data(data: Mapping[str, Any], out: Path, progress: bool = True) -> Manifest:
+def ensure_data(data: Mapping[str, Any], out: Path, progress: bool = True, labelled: bool = True) -> Manifest:
     """The suite's dataset: one manifest folder (`dir`, the synthetic data rendered there on first use), or
-    several prepared folders (`dirs`, e.g. a JAFFE and a CK+ preparation as two regions) merged into out/data."""
+    several prepared folders (`dirs`, e.g. a JAFFE and a CK+ preparation as two regions) merged into out/data;
+    `labelled=False`: an AU corpus (one folder)."""
     if "dirs" in data:
         return merge_manifests([Path(d) for d in data["dirs"]], out / "data")
     folder = Path(data["dir"])
@@ -107,7 +109,7 @@ def ensure_data(data: Mapping[str, Any], out: Path, progress: bool = True) -> Ma
 
         generate(folder, resolve_path(str(data["synth_config"])), seed=int(data.get("synth_seed", 0)),
                  progress=progress)
-    return load_manifest(folder)
+    return load_manifest(folder, labelled=labelled)
 
 
 def merge_manifests(folders: list[Path], out: Path) -> Manifest:
@@ -483,10 +485,23 @@ class SuiteRunner:
             spec_names = {n: c for n, c in yaml.safe_load(spec_path.read_text())["detectors"].items() if n in names}
             detectors = build_detectors({n: spec_names.get(n, {}) for n in names}, device=self.device)
             return spec_path, self._extract(manifest, detectors)
-        spec_path = stored_detectors(self.store, self._source(manifest), names, self.spec.pretrain,
-                                     epochs=self.spec.pretrain_epochs, seed=seed, val_fraction=0.2,
-                                     threads=self.spec.threads, purpose="pretrain", device=self.device)
+        settings = {"epochs": self.spec.pretrain_epochs, "seed": seed, "threads": self.spec.threads,
+                    "device": self.device}
+        base = au_corpus_base(self.store, self._au_corpus(), self._corpus_detectors(), **settings)
+        spec_path = stored_detectors(self.store, self._source(manifest), names, self.spec.pretrain, base_spec=base,
+                                     val_fraction=0.2, purpose="pretrain", **settings)
         return spec_path, self._extract(manifest, build_detectors(spec_path, device=self.device))
+
+    def _corpus_detectors(self) -> list[str]:
+        """The detectors that pre-train on the AU corpus: those among `pretrain` that learn from one."""
+        if self.spec.au_corpus is None:
+            return []
+        return [n for n in dict.fromkeys(self.spec.pretrain) if detector_class(n).learns_from_aus]
+
+    def _au_corpus(self) -> Manifest | None:
+        if not self._corpus_detectors():
+            return None
+        return ensure_data(self.spec.au_corpus, self.out, self.progress, labelled=False)
 
     def _gam(self, manifest: Manifest, fold: Fold, lam_spec: Path, seed: int) -> tuple[Path, dict[str, CueTable]]:
         """GAM: the one adaptation path, on the fold's train rows only, then cues of the adapted detectors."""

@@ -57,6 +57,11 @@ class SuiteSpec:
     data: DataSpec = field(default_factory=lambda: {
         "dir": "data/synth", "synth_config": "configs/synth/default.yaml", "synth_seed": 1})
     source_region: str | None = "western_posed"  # LAM detectors are pre-trained on its train/val subjects
+    # an AU corpus (faces with ground-truth AUs, no emotion labels; rendered from `synth_config` when missing): the
+    # AU detectors among `pretrain` train their regressor on it, then only their AU -> emotion SVM on the source
+    # region (null: everything trains on the source region)
+    au_corpus: DataSpec | None = field(default_factory=lambda: {
+        "dir": "data/au_corpus", "synth_config": "configs/synth/au_corpus.yaml", "synth_seed": 1})
     detectors: list[str] = field(default_factory=lambda: ["vgg", "au", "micro", "micro_plus", "macro"])
     # trained from a seeded random init on the source region; the others keep their shipped weights
     pretrain: list[str] = field(default_factory=lambda: ["vgg", "au", "micro", "micro_plus"])
@@ -103,6 +108,8 @@ class SuiteSpec:
                 raise SpecError(f"{name}: seeds must be >= 0, got {getattr(self, name)}")
         if not ("dir" in self.data) ^ ("dirs" in self.data):
             raise SpecError(f"data: give either dir or dirs, got {dict(self.data)}")
+        if self.au_corpus is not None and ("dir" not in self.au_corpus or "dirs" in self.au_corpus):
+            raise SpecError(f"au_corpus: give one folder (dir), got {dict(self.au_corpus or {})}")
         self._check_protocol_args()
         if not 0 <= self.val_fraction < 1:
             raise SpecError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")

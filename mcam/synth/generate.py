@@ -28,6 +28,8 @@ DEFAULT_CONFIG = "configs/synth/default.yaml"
 # Intensity envelopes over the frames of a clip (scaled to the clip length).
 SEQUENCE_ENVELOPE = np.array([0.0, 0.33, 0.67, 1.0, 1.0, 0.67, 0.33, 0.0])  # neutral -> apex -> offset
 MICRO_ENVELOPE = np.array([0.0, 0.0, 0.5, 1.0, 1.0, 0.5, 0.0, 0.0])  # brief onset/offset
+AU_CORPUS = "au_corpus"  # region and subject prefix of an AU corpus's rows
+AU_CORPUS_STREAM = 7919  # keeps the corpus's random streams apart from the regional dataset's
 
 
 class ClipsConfig(TypedDict, total=False):
@@ -65,6 +67,44 @@ class SynthConfigFile:
         for name in ("frames", "size"):
             if name in self.clips:
                 check_count(f"clips.{name}", self.clips[name])
+        if not self.regions:
+            raise RegionConfigError("regions: must list at least one region file")
+
+
+class AUCorpusSpec(TypedDict, total=False):
+    """What an AU-coverage corpus shows: sparse random AU combinations, none of any region's emotion prototypes."""
+
+    subjects: int
+    samples_per_subject: int
+    active_aus: list[int]  # [low, high]: how many AUs a sample shows (uniform, each AU equally likely)
+    intensity: list[float]  # [low, high]: an active AU's intensity (uniform)
+    neutral_fraction: float  # samples showing no AU at all
+
+
+@dataclass(frozen=True)
+class AUCorpusConfigFile:
+    """The schema of an AU corpus config (configs/synth/au_corpus*.yaml): faces with ground-truth AUs and no
+    emotion labels, standing in for DISFA/BP4D. Identities come from the listed regions' subject mixes in turn;
+    each sample's capture conditions from one of the regions drawn at random (the full range of all of them);
+    the regions' display rules are not read."""
+
+    au_corpus: AUCorpusSpec
+    regions: list[str]  # region YAML files, relative to the config's folder
+    image_size: int
+    skin_tones: dict[str, list[float]]
+
+    def __post_init__(self) -> None:
+        check_count("image_size", self.image_size)
+        for name in ("subjects", "samples_per_subject"):
+            check_count(f"au_corpus.{name}", int(self.au_corpus.get(name, 1)))
+        low, high = self.au_corpus.get("active_aus", [1, 6])
+        if not 1 <= low <= high <= len(AU_NAMES):
+            raise RegionConfigError(f"au_corpus.active_aus: need 1 <= low <= high <= {len(AU_NAMES)}, got {[low, high]}")
+        low, high = self.au_corpus.get("intensity", [0.15, 1.0])
+        if not 0 < low <= high <= 1:
+            raise RegionConfigError(f"au_corpus.intensity: need 0 < low <= high <= 1, got {[low, high]}")
+        if not 0 <= self.au_corpus.get("neutral_fraction", 0.1) < 1:
+            raise RegionConfigError("au_corpus.neutral_fraction: must be in [0, 1)")
         if not self.regions:
             raise RegionConfigError("regions: must list at least one region file")
 
@@ -179,48 +219,143 @@ def _render_subject(job: tuple[SynthConfig, int, int, int, str]) -> list[dict[st
     return rows
 
 
-def contact_sheet(table: pd.DataFrame, root: Path, path: Path, cell: int = 112) -> Path:
-    """PNG grid: one row per region, one column per emotion (first subject's first sample)."""
-    regions = sorted(table["region"].unique())
-    label_w, header_h = 150, 24
-    sheet = np.full((header_h + cell * len(regions), label_w + cell * len(CANONICAL), 3), 255, np.uint8)
-    for j, emotion in enumerate(CANONICAL):
-        cv2.putText(sheet, emotion, (label_w + j * cell + 8, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    for i, region in enumerate(regions):
-        cv2.putText(sheet, region, (6, header_h + i * cell + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        first = table[table["region"] == region]["subject"].min()
-        for j, emotion in enumerate(CANONICAL):
-            rows = table[(table["subject"] == first) & (table["label"] == emotion)]
-            image = cv2.imread(str(root / rows["path"].iloc[0]))
-            y, x = header_h + i * cell, label_w + j * cell
-            sheet[y:y + cell, x:x + cell] = cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA)
-    with atomic_output(path) as tmp:
-        if not cv2.imwrite(str(tmp), sheet):
-            raise OSError(f"could not write {path}")
-    return path
+def corpus_aus(spec: AUCorpusSpec, rng: np.random.Generator) -> np.ndarray:
+    """One AU corpus sample's AU vector: none (neutral_fraction), else k ~ U{active_aus} AUs drawn uniformly
+    without replacement, each at an intensity ~ U(intensity)."""
+    aus = np.zeros(len(AU_NAMES), np.float32)
+    if rng.random() < spec.get("neutral_fraction", 0.1):
+        return aus
+    low, high = spec.get("active_aus", [1, 6])
+    active = rng.choice(len(AU_NAMES), size=int(rng.integers(low, high + 1)), replace=False)
+    aus[active] = rng.uniform(*spec.get("intensity", [0.15, 1.0]), size=len(active))
+    return aus
 
 
-def generate(out_dir: str | Path, config_path: str | Path = DEFAULT_CONFIG, seed: int = 0,
-             subjects_per_region: int | None = None, workers: int | None = None, progress: bool = True) -> Path:
-    """Render the dataset into out_dir; returns the manifest path. Deterministic for (config, seed)."""
-    config = SynthConfig.from_yaml(config_path, subjects_per_region)
-    out = ensure_writable(out_dir, "synth output folder")
-    jobs = [(config, r, s, seed, str(out)) for r in range(len(config.regions)) for s in range(config.subjects_per_region)]
+def _render_corpus_subject(job: tuple[AUCorpusConfigFile, list[Region], int, int, str]) -> list[dict[str, Any]]:
+    """All samples of one AU corpus identity (runs in a worker process); returns manifest rows."""
+    config, regions, subject_index, seed, out = job
+    renderer = FaceRenderer(load_mesh_model())
+    rng = np.random.default_rng([seed, AU_CORPUS_STREAM, subject_index])
+    home = regions[subject_index % len(regions)]
+    subject = dataclasses.replace(home.sample_subject(subject_index, config.skin_tones, rng),
+                                  subject_id=f"{AU_CORPUS}-s{subject_index:04d}", region=AU_CORPUS)
+    size, rows = config.image_size, []
+    folder = Path(out) / "images" / AU_CORPUS
+    folder.mkdir(parents=True, exist_ok=True)
+    for sample in range(int(config.au_corpus.get("samples_per_subject", 1))):
+        sample_rng = np.random.default_rng([seed, AU_CORPUS_STREAM, subject_index, sample])
+        capture = regions[int(sample_rng.integers(len(regions)))]
+        aus = corpus_aus(config.au_corpus, sample_rng)
+        params = capture.sample_render(subject, size, sample_rng)
+        image = _render_at(renderer, aus, params, size, capture.effective_resolution(sample_rng), sample_rng)
+        sample_id = f"{subject.subject_id}-{sample:03d}"
+        cv2.imwrite(str(folder / f"{sample_id}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        rows.append({"sample_id": sample_id, "path": f"images/{AU_CORPUS}/{sample_id}.png", "label": "",
+                     "region": AU_CORPUS, "dataset": "synth_au_corpus", "subject": subject.subject_id,
+                     "group": subject.group, "kind": "image", "bbox": f"0 0 {size} {size}", "capture": capture.name,
+                     **{name: round(float(v), 4) for name, v in zip(AU_NAMES, aus)}})
+    return rows
+
+
+def _render_jobs(render: Any, jobs: list[Any], workers: int | None, progress: bool) -> list[dict[str, Any]]:
+    """Every job's rows, rendered in `workers` forked processes (all cores by default)."""
     workers = workers or os.cpu_count() or 1
     load_mesh_model()  # once, before forking: workers inherit it
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc="rendering subjects", unit="subject", disable=not progress)
     if workers > 1:
         with get_context("fork").Pool(workers) as pool:
-            for result in pool.imap_unordered(_render_subject, jobs):
+            for result in pool.imap_unordered(render, jobs):
                 rows.extend(result)
                 bar.update()
     else:
         for job in jobs:
-            rows.extend(_render_subject(job))
+            rows.extend(render(job))
             bar.update()
     bar.close()
+    return rows
+
+
+def generate_au_corpus(out_dir: str | Path, config_path: str | Path, seed: int = 0, subjects: int | None = None,
+                       workers: int | None = None, progress: bool = True) -> Path:
+    """Render an AU corpus (an AUCorpusConfigFile) into out_dir; returns its manifest path (label column empty:
+    load it with `load_manifest(..., labelled=False)`). Deterministic for (config, seed)."""
+    path = resolve_path(config_path)
+    config = parse_config(AUCorpusConfigFile, load_yaml(path, RegionConfigError), path, error=RegionConfigError)
+    if subjects is not None:
+        config = dataclasses.replace(config, au_corpus={**config.au_corpus, "subjects": check_count(
+            "au_corpus.subjects (--subjects-per-region)", subjects)})
+    regions = [Region.from_yaml(resolve_path(r, base=path.parent, asset_base="configs/synth")) for r in config.regions]
+    groups = sorted({g for r in regions for g in r.subjects["groups"]} - set(config.skin_tones))
+    if groups:
+        raise RegionConfigError(f"{path}: skin_tones lacks groups {groups} that the regions use")
+    out = ensure_writable(out_dir, "synth output folder")
+    jobs = [(config, regions, s, seed, str(out)) for s in range(int(config.au_corpus.get("subjects", 1)))]
+    rows = _render_jobs(_render_corpus_subject, jobs, workers, progress)
+    table = pd.DataFrame(rows).sort_values("sample_id").reset_index(drop=True)
+    manifest = save_manifest(table, out / "manifest.csv", labelled=False)
+    contact_sheet(table, out, out / "contact_sheet.png")
+    write_atomic(out / "synth_config.yaml", yaml.safe_dump(
+        {"config": str(path.resolve()), "seed": seed, "subjects": int(config.au_corpus.get("subjects", 1))}))
+    return manifest
+
+
+def is_au_corpus_config(config_path: str | Path) -> bool:
+    """Whether a synth config describes an AU corpus (an `au_corpus` section) rather than the regional dataset."""
+    data = load_yaml(resolve_path(config_path), RegionConfigError)
+    return isinstance(data, dict) and "au_corpus" in data
+
+
+def image_grid(rows: list[tuple[str, list[tuple[Path, str]]]], columns: list[str], path: Path,
+               cell: int = 112) -> Path:
+    """PNG grid: one named row per entry of `rows`, each cell an image with an optional caption under it."""
+    label_w, header_h = 150, 24
+    width = max(len(columns), max(len(cells) for _, cells in rows))
+    sheet = np.full((header_h + cell * len(rows), label_w + cell * width, 3), 255, np.uint8)
+    for j, name in enumerate(columns):
+        cv2.putText(sheet, name, (label_w + j * cell + 8, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, (name, cells) in enumerate(rows):
+        cv2.putText(sheet, name, (6, header_h + i * cell + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        for j, (image_path, caption) in enumerate(cells):
+            y, x = header_h + i * cell, label_w + j * cell
+            sheet[y:y + cell, x:x + cell] = cv2.resize(cv2.imread(str(image_path)), (cell, cell),
+                                                       interpolation=cv2.INTER_AREA)
+            if caption:
+                cv2.putText(sheet, caption, (x + 3, y + cell - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 255), 1,
+                            cv2.LINE_AA)
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), sheet):
+            raise OSError(f"could not write {path}")
+    return path
+
+
+def contact_sheet(table: pd.DataFrame, root: Path, path: Path) -> Path:
+    """One row per region, one column per emotion (first subject's first sample); for an AU corpus (no labels),
+    one row per identity (the first six), its faces captioned with the AUs they show."""
+    if (table["label"] == "").all():
+        subjects = sorted(table["subject"].unique())[:6]
+        rows = [(subject, [(root / r.path, " ".join(a.removeprefix("AU") for a in AU_NAMES if getattr(r, a) > 0))
+                           for r in table[table["subject"] == subject].head(8).itertuples()]) for subject in subjects]
+        return image_grid(rows, [], path)
+    rows = []
+    for region in sorted(table["region"].unique()):
+        first = table[table["region"] == region]["subject"].min()
+        rows.append((region, [(root / table[(table["subject"] == first) & (table["label"] == emotion)]["path"].iloc[0],
+                               "") for emotion in CANONICAL]))
+    return image_grid(rows, list(CANONICAL), path)
+
+
+def generate(out_dir: str | Path, config_path: str | Path = DEFAULT_CONFIG, seed: int = 0,
+             subjects_per_region: int | None = None, workers: int | None = None, progress: bool = True) -> Path:
+    """Render the dataset into out_dir (an AU corpus for an AU corpus config, `generate_au_corpus`); returns the
+    manifest path. Deterministic for (config, seed)."""
+    if is_au_corpus_config(config_path):
+        return generate_au_corpus(out_dir, config_path, seed, subjects_per_region, workers, progress)
+    config = SynthConfig.from_yaml(config_path, subjects_per_region)
+    out = ensure_writable(out_dir, "synth output folder")
+    jobs = [(config, r, s, seed, str(out)) for r in range(len(config.regions)) for s in range(config.subjects_per_region)]
+    rows = _render_jobs(_render_subject, jobs, workers, progress)
     table = pd.DataFrame(rows).sort_values("sample_id").reset_index(drop=True)
     table.insert(table.columns.get_loc("kind") + 1, "split", assign_splits(table, config.splits, seed))
     manifest = save_manifest(table, out / "manifest.csv")

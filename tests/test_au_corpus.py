@@ -1,0 +1,118 @@
+"""The AU corpus (issue 13): rendered without emotion labels, read only as such, and what the AU detector learns
+from it: the regressor on the corpus, then (regressor: frozen) only the AU -> emotion SVM on the source region."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from mcam.cues.extract import build_detectors, training_set
+from mcam.cues.pretrain import au_corpus_base, stored_detectors
+from mcam.detector import InputKind
+from mcam.errors import InputError
+from mcam.labels import AU_NAMES
+from mcam.manifest import ManifestError, load_manifest
+from mcam.store import ArtifactStore
+from mcam.synth.generate import corpus_aus
+from mcam_detectors.au_regressor import AURegressor
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS_CONFIG = REPO / "configs" / "synth" / "au_corpus_tiny.yaml"
+
+
+@pytest.fixture
+def corpus(tiny_au_corpus: Path, tmp_path: Path) -> Path:
+    """A copy of the session's tiny AU corpus (tests write beside it)."""
+    return Path(shutil.copytree(tiny_au_corpus, tmp_path / "au_corpus"))
+
+
+def test_corpus_has_aus_and_no_emotion_labels(corpus: Path) -> None:
+    manifest = load_manifest(corpus, labelled=False)
+    table = manifest.table
+    config = yaml.safe_load(CORPUS_CONFIG.read_text())["au_corpus"]
+    assert len(table) == config["subjects"] * config["samples_per_subject"]
+    assert table["subject"].nunique() == config["subjects"] and not manifest.labelled
+    assert (table["label"] == "").all() and manifest.au_columns == list(AU_NAMES)
+    regions = {yaml.safe_load((REPO / "configs/synth" / r).read_text())["name"]
+               for r in yaml.safe_load(CORPUS_CONFIG.read_text())["regions"]}
+    assert set(table["capture"]) <= regions and table["capture"].nunique() > 1  # capture drawn from every region
+    active = (table[list(AU_NAMES)] > 0).sum(axis=1)
+    low, high = config["active_aus"]
+    assert active.max() <= high and set(active) - {0} and min(set(active) - {0}) >= low
+    assert (corpus / "contact_sheet.png").is_file()
+
+
+def test_corpus_draws_cover_every_au_sparsely() -> None:
+    rng = np.random.default_rng(0)
+    spec = {"active_aus": [1, 6], "intensity": [0.15, 1.0], "neutral_fraction": 0.1}
+    draws = np.stack([corpus_aus(spec, rng) for _ in range(2000)])
+    active = (draws > 0).sum(axis=1)
+    assert 0.05 < (active == 0).mean() < 0.15 and active.max() == 6
+    assert (draws > 0).mean(axis=0).min() > 0.05  # every AU shows up
+    assert draws[draws > 0].min() >= 0.15 and draws.max() <= 1.0
+
+
+def test_emotion_readers_refuse_the_corpus(corpus: Path) -> None:
+    with pytest.raises(ManifestError, match="row 2, column 'label'.*AU corpus"):
+        load_manifest(corpus)
+    table = pd.read_csv(corpus / "manifest.csv").drop(columns=list(AU_NAMES))
+    table.to_csv(corpus.parent / "no_aus.csv", index=False)
+    with pytest.raises(ManifestError, match="needs ground-truth AU columns"):
+        load_manifest(corpus.parent / "no_aus.csv", labelled=False)
+
+
+def test_regressor_on_corpus_then_frozen_svm_on_labelled_rows(corpus: Path, tiny_synth: Path) -> None:
+    torch.set_num_threads(1)
+    faces = training_set(load_manifest(corpus, labelled=False), InputKind.IMAGE)
+    detector = AURegressor(weights=None, image_size=32, device="cpu")
+    metrics = detector.fit(faces, epochs=1, seed=0)
+    assert metrics["regressor_trained"] == 1.0 and not detector.svm.fitted and "train_acc" not in metrics
+    regressor = {k: v.clone() for k, v in detector.model.state_dict().items()}
+    labelled = training_set(load_manifest(tiny_synth), InputKind.IMAGE)
+    frozen = AURegressor(weights="random", image_size=32, device="cpu", regressor="frozen")
+    frozen.load()
+    frozen.model.load_state_dict(regressor)
+    metrics = frozen.fit(labelled, epochs=1, seed=0)
+    assert metrics["regressor_trained"] == 0.0 and frozen.svm.fitted and "train_acc" in metrics
+    assert all(torch.equal(regressor[k], v) for k, v in frozen.model.state_dict().items())
+    with pytest.raises(ValueError, match="regressor only"):
+        AURegressor(weights="random", image_size=32, device="cpu", regressor="frozen").fit(faces, epochs=1)
+
+
+def test_lam_detectors_train_au_on_the_corpus_and_only_its_svm_on_the_source(corpus: Path, tiny_synth: Path,
+                                                                           tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    manifest = load_manifest(corpus, labelled=False)
+    with pytest.raises(InputError, match=r"AU corpus\) train AU regressors only; \['micro'\]"):
+        stored_detectors(store, manifest, ["au", "micro"], ["au", "micro"], epochs=1)
+    base = au_corpus_base(store, manifest, ["au"], epochs=1, seed=0)
+    assert base["au"]["regressor"] == "frozen" and Path(base["au"]["weights"]).is_file()
+    source = load_manifest(tiny_synth)
+    source = source.subset(source.table["region"] == "western_posed")
+    spec = stored_detectors(store, source, ["au"], ["au"], base_spec=base, epochs=1, seed=0)
+    corpus_au = build_detectors({"au": {"weights": base["au"]["weights"]}}, device="cpu")["au"]
+    lam_au = build_detectors(spec, device="cpu")["au"]
+    lam_au.load(), corpus_au.load()
+    assert all(torch.equal(a, b) for a, b in zip(corpus_au.model.state_dict().values(),
+                                                 lam_au.model.state_dict().values()))
+    assert lam_au.svm.fitted and yaml.safe_load(spec.read_text())["detectors"]["au"]["regressor"] == "frozen"
+
+
+def test_pretrain_cli_trains_the_au_regressor_on_the_corpus(corpus: Path, tiny_synth: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from mcam.cli.main import main
+
+    out = tmp_path / "det"
+    argv = ["pretrain", "--data", str(tiny_synth), "--au-corpus", str(corpus), "--keep", "", "--epochs", "1"]
+    assert main([*argv, "--detectors", "au", "--out", str(out)]) == 0
+    spec = yaml.safe_load((out / "detectors.yaml").read_text())["detectors"]
+    assert spec == {"au": {"regressor": "frozen", "weights": "au.pt"}}
+    assert (out / "au_corpus" / "au.pt").is_file()
+    capsys.readouterr()
+    assert main([*argv, "--detectors", "micro", "--out", str(tmp_path / "det2")]) == 2
+    assert "none of --detectors ['micro'] learns from an AU corpus" in capsys.readouterr().err
