@@ -28,14 +28,11 @@ from mcam.detector import InputKind, TrainingSet
 from mcam.determinism import seeded
 from mcam.labels import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
 from mcam.labels import head_map
-from mcam.splits import require_classes
-from mcam_detectors._checkpoint import source_of
 from mcam_detectors._lightning_fit import FaceDataset, FitSettings, fit_network, masked_mse, random_hflip
 from mcam_detectors._torch_detector import PretrainedConfig, TorchDetector
-from mcam_detectors.au_svm import AUEmotionSVM
+from mcam_detectors.au_svm import HEAD, AUEmotionDetector, AUEmotionSVM
 
 SVM_KEY = "svm.joblib"  # state_dict entry holding the AU -> emotion SVM
-HEAD = "canonical7"
 
 
 class AUNet(nn.Module):
@@ -67,33 +64,12 @@ def _prepare(faces: Sequence[np.ndarray], size: int) -> np.ndarray:
     return out
 
 
-def au_targets(train: TrainingSet) -> np.ndarray | None:
-    """Ground-truth AUs of a training set in AU_NAMES order, NaN where an AU is not annotated; None if absent."""
-    if train.aus is None:
-        return None
-    aus = np.asarray(train.aus, dtype=np.float32)
-    names = list(train.au_names) if train.au_names is not None else None
-    if names is None:
-        if aus.shape[1] != len(AU_NAMES):
-            raise ValueError(f"TrainingSet.aus has {aus.shape[1]} columns and no au_names; expected {len(AU_NAMES)} "
-                             f"in the order {list(AU_NAMES)}")
-        names = list(AU_NAMES)
-    index = {n.removesuffix("_r"): i for i, n in enumerate(names)}
-    target = np.full((len(aus), len(AU_NAMES)), np.nan, dtype=np.float32)
-    for j, au in enumerate(AU_NAMES):
-        if au in index:
-            target[:, j] = aus[:, index[au]]
-    return None if np.isnan(target).all() else target
-
-
-class AURegressor(TorchDetector):
+class AURegressor(TorchDetector, AUEmotionDetector):
     """Cue U: CNN AU-intensity regressor + AU -> emotion SVM (see module docstring)."""
 
     name = "au"
     input_kind = InputKind.IMAGE
     prefix = "au"
-    head = HEAD  # the SVM's classes
-    learns_from_aus = True
     no_weights = "train the AU regressor with `mcam pretrain` and pass weights=PATH, or pass weights=random explicitly"
 
     def __init__(self, device: str | None = None, weights: str | None = None, image_size: int = 64,
@@ -109,12 +85,6 @@ class AURegressor(TorchDetector):
         self.svm = AUEmotionSVM(head_map(HEAD).classes)
 
     # --- description -------------------------------------------------
-    def output_names(self) -> list[str]:
-        names = list(head_map(HEAD).classes)
-        if self.config["include_intensities"]:
-            names += [f"{au}_r" for au in AU_NAMES]
-        return names
-
     def pretrained_config(self) -> PretrainedConfig:
         size = self.config["image_size"]
         return PretrainedConfig(input_size=(1, size, size), mean=None, std=None,
@@ -161,96 +131,33 @@ class AURegressor(TorchDetector):
         return self.infer(faces, outputs=lambda x: self.model(x))
 
     def cue_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        aus = self.model(x).float().cpu().numpy()
-        parts = [self._emotions(aus)] + ([aus] if self.config["include_intensities"] else [])
-        return torch.from_numpy(np.concatenate(parts, axis=1))
-
-    def _emotions(self, aus: np.ndarray) -> np.ndarray:
-        n_classes = len(self.svm.classes)
-        if not self.svm.fitted:  # only for an explicit weights='random' model
-            return np.full((len(aus), n_classes), 1.0 / n_classes, dtype=np.float32)
-        return self.svm.predict_proba(aus).astype(np.float32)
+        return torch.from_numpy(self.emotion_cues(self.model(x).float().cpu().numpy()))
 
     # --- training ----------------------------------------------------------
     def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int = 25, batch_size: int = 32,
             lr: float = 2e-3, seed: int = 0, precision: str = "32-true", **kwargs: Any) -> dict[str, float]:
-        """Train the regressor (masked MSE on annotated AUs), then the SVM on its predictions of the labelled rows.
-
-        The regressor starts from the loaded weights when `weights` is set (GAM fine-tuning), else from a fresh
-        model seeded with `seed` (source pre-training). It is kept as loaded when `regressor: frozen` or when
-        `train` has no AU ground truth (then only the SVM is refitted on the target labels). An AU corpus (rows
-        with AUs and no emotion labels, '') trains the regressor alone; the SVM stays as it was. Returns metrics
-        (MAE on [0, 1] intensities, accuracy).
-        """
+        """Train the regressor (masked MSE on annotated AUs; AdamW + OneCycle) and the SVM (`fit_aus`). The
+        regressor starts from the loaded weights when `weights` is set (GAM fine-tuning), else from a fresh model
+        seeded with `seed`. Returns metrics (MAE on [0, 1] intensities, accuracy)."""
         if kwargs:
             raise TypeError(f"au.fit: unexpected arguments {sorted(kwargs)}")
-        head = head_map(HEAD)
-        usable = [i for i, face in enumerate(train.faces) if self.usable(face)]
-        labelled = [i for i in usable if train.labels[i] != "" and head.target(train.labels[i]) is not None]
-        unlabelled = all(train.labels[i] == "" for i in usable)
-        targets = au_targets(train)
-        train_regressor = targets is not None and self.config["regressor"] == "fit"
-        if not unlabelled:  # before training the regressor
-            require_classes([head.target(train.labels[i]) for i in labelled],
-                            f"au.fit: {len(labelled)} usable labelled training faces")
-        elif not train_regressor:
-            raise ValueError("au: fit on rows without emotion labels trains the regressor only; they need AU ground "
-                             "truth and regressor: fit")
-        keep = usable if unlabelled else labelled
-        metrics: dict[str, float] = {"n_train": float(len(keep)), "n_skipped": float(len(train.faces) - len(keep))}
-        if self.config["weights"] is not None or self._loaded:
-            self.load()
-        elif not train_regressor:
-            raise ValueError("au: fit needs AU ground truth (TrainingSet.aus) and regressor: fit to train a regressor "
-                             "from scratch; pass weights=PATH of a pre-trained regressor to refit only the SVM")
-        else:  # source pre-training from weights=None: a fresh model seeded by the fit's seed
-            with seeded(seed):
-                self.model = self.build_network(self.arch()).to(self.device)
-            self._arch, self._loaded = self.arch(), True
-        faces = [train.faces[i] for i in keep]
-        if train_regressor:
-            settings = FitSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, optimizer="adamw_onecycle",
-                                   weight_decay=1e-4, precision=precision)
-            metrics.update(self._train_regressor(faces, targets[keep], settings))
-        metrics["regressor_trained"] = float(train_regressor)
-        predicted = self.predict_aus(faces)
-        if targets is not None:
-            metrics["train_au_mae"] = float(np.nanmean(np.abs(predicted - targets[keep])))
-        if not unlabelled:
-            labels = [head.target(train.labels[i]) for i in keep]
-            self.svm = AUEmotionSVM(head.classes, seed=seed).fit(predicted, labels)
-            metrics["train_acc"] = self.svm.score(predicted, labels)
-        parts = "regressor + SVM" if train_regressor and not unlabelled else "regressor" if train_regressor else "SVM"
-        self._provenance = (f"au.fit on {len(keep)} faces ({parts}{', no emotion labels' if unlabelled else ''}), "
-                            f"starting from {source_of(self.config['weights']) if self.config['weights'] else 'a fresh model'}, "
-                            f"{epochs} epochs, seed {seed}")
-        if val is not None:
-            metrics.update(self._evaluate(val, prefix="val_"))
-        return metrics
+        return self.fit_aus(train, val, seed, epochs=epochs, batch_size=batch_size, lr=lr, precision=precision)
 
-    def _train_regressor(self, faces: list[np.ndarray], targets: np.ndarray, settings: FitSettings) -> dict[str, float]:
+    def _new_regressor(self, seed: int) -> None:
+        with seeded(seed):
+            self.model = self.build_network(self.arch()).to(self.device)
+        self._arch, self._loaded = self.arch(), True
+
+    def _train_regressor(self, faces: list[np.ndarray], targets: np.ndarray, seed: int, epochs: int,
+                         batch_size: int, lr: float, precision: str) -> dict[str, float]:
+        settings = FitSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, optimizer="adamw_onecycle",
+                               weight_decay=1e-4, precision=precision)
         annotated = ~np.isnan(targets).all(axis=1)
         data = FaceDataset([f for f, a in zip(faces, annotated) if a], targets[annotated], self.preprocess)
         metrics = fit_network(self.model, data, loss=masked_mse, settings=settings, device=self.device,
                               augment=_augment)
         return {"n_au_annotated": float(annotated.sum()), "train_mse_last_epoch": metrics["train_loss"],
                 "seconds": metrics["seconds"]}
-
-    def _evaluate(self, data: TrainingSet, prefix: str) -> dict[str, float]:
-        head = head_map(HEAD)
-        keep = [i for i, f in enumerate(data.faces) if self.usable(f)
-                and (data.labels[i] == "" or head.target(data.labels[i]) is not None)]
-        if not keep:
-            return {}
-        predicted = self.predict_aus([data.faces[i] for i in keep])
-        labelled = [j for j, i in enumerate(keep) if data.labels[i] != ""]
-        result = {f"{prefix}acc": self.svm.score(predicted[labelled], [head.target(data.labels[keep[j]])
-                                                                       for j in labelled])} \
-            if labelled and self.svm.fitted else {}
-        targets = au_targets(data)
-        if targets is not None:
-            result[f"{prefix}au_mae"] = float(np.nanmean(np.abs(predicted - targets[keep])))
-        return result
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
