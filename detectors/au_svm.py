@@ -213,8 +213,9 @@ class AUEmotionDetector(Detector):
             metrics["train_acc"] = self.svm.score(predicted, labels)
         parts = "regressor + SVM" if train_regressor and not unlabelled else "regressor" if train_regressor else "SVM"
         start = source_of(self.config["weights"]) if self.config["weights"] else "a fresh model"
-        self._provenance = (f"{self.name}.fit on {len(keep)} faces ({parts}{', no emotion labels' if unlabelled else ''})"
-                            f", starting from {start}, {settings.get('epochs', '-')} epochs, seed {seed}")
+        unlabelled_note = ", no emotion labels" if unlabelled else ""
+        self._provenance = (f"{self.name}.fit on {len(keep)} faces ({parts}{unlabelled_note}), starting from {start}, "
+                            f"{settings.get('epochs', '-')} epochs, seed {seed}")
         if val is not None:
             metrics.update(self._evaluate(val, prefix="val_"))
         return metrics

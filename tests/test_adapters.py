@@ -295,7 +295,7 @@ def test_mtcnn_aligns_by_the_eyes(tmp_path):
     pytest.importorskip("facenet_pytorch")
     import torch
 
-    from mcam.datasets.locate import MTCNNFinder, align
+    from mcam.faces import MTCNNFinder, level_eyes as align
 
     torch.set_num_threads(1)
     finder = MTCNNFinder(device="cpu")

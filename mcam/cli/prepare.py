@@ -8,13 +8,14 @@ from typing import Any
 from mcam.assets import load_yaml, parse_config
 from mcam.cli.options import non_negative_int, positive_int
 from mcam.datasets import ADAPTERS, create_adapter
-from mcam.datasets.locate import DETECTORS
 from mcam.datasets.prepare import AUGMENTATIONS, PrepareOptions, prepare
 from mcam.errors import InputError, UserError
+from mcam.faces import FINDERS
 from mcam.io import ensure_writable
 
 # options that the command line may override in the config (argparse default None = "not given")
-OVERRIDABLE = ("region", "group", "detector", "size", "clip_size", "grayscale", "augment", "seed")
+OVERRIDABLE = ("region", "group", "detector", "faces", "min_face_score", "size", "clip_size", "grayscale", "augment",
+               "seed")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +25,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML: region, group, detector, size, ..., options: {adapter options}")
     parser.add_argument("--region", help="region written into every row (default: the adapter's)")
     parser.add_argument("--group", help="group attribute written where the dataset gives none")
-    parser.add_argument("--detector", choices=DETECTORS, help="face finder (default haar)")
+    parser.add_argument("--detector", choices=FINDERS, help="face finder (default mediapipe: MediaPipe's face "
+                        "detector, a detection score per face; haar and mtcnn as before; none: inputs are face crops)")
+    parser.add_argument("--faces", choices=("largest", "all"), help="per image: its largest face (default), or one row "
+                        "per face (sample '<id>-f<k>', subject '<subject>-f<k>')")
+    parser.add_argument("--min-face-score", dest="min_face_score", type=float,
+                        help="faces the detector scores lower are left out (default 0.5; all of them: a "
+                             "low_face_score reject)")
     parser.add_argument("--size", type=positive_int, help="face crop side in pixels (default 128)")
     parser.add_argument("--clip-size", dest="clip_size", type=positive_int, help="clip frame side in pixels (default 64)")
     parser.add_argument("--grayscale", action="store_true", default=None, help="write gray crops")

@@ -9,7 +9,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Literal
 
 import cv2
 import numpy as np
@@ -17,10 +17,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from mcam.datasets.base import MISSING_FRAME, UNREADABLE, Adapter, Record, Reject
-from mcam.datasets.locate import Face, HaarFinder, MTCNNFinder, cut, locate, make_finder, pct_box, square
 from mcam.datasets.video import VideoError, frame_count, sample_indices, stream_frames
 from mcam.errors import InputError
-from mcam.faces import MIN_CLIP_FRAMES, MIN_FACE_SIZE, FaceError, check_clip_extent, check_face, crop, read_rgb
+from mcam.faces import (MIN_CLIP_FRAMES, MIN_FACE_SCORE, MIN_FACE_SIZE, Face, FaceError, FaceFinder,
+                        check_clip_extent, check_face, crop, cut, find_faces, make_finder, pct_box, read_rgb, square)
 from mcam.io import atomic_output
 from mcam.labels import head_map
 from mcam.manifest import save_manifest
@@ -39,7 +39,9 @@ class PrepareOptions:
 
     region: str
     group: str | None = None
-    detector: str = "haar"
+    detector: str = "mediapipe"
+    faces: Literal["largest", "all"] = "largest"  # per image found by the detector: its largest face, or one row each
+    min_face_score: float = MIN_FACE_SCORE  # faces the detector scores lower are left out (all: low_face_score reject)
     size: int = 128
     clip_size: int = 64
     clip_frames: int = 16
@@ -53,6 +55,10 @@ class PrepareOptions:
     splits: dict[str, float] | None = field(default_factory=lambda: {"val": 0.15, "test": 0.15})
 
     def __post_init__(self) -> None:
+        if self.faces not in ("largest", "all"):
+            raise InputError(f"faces: {self.faces!r}; expected 'largest' or 'all'")
+        if not 0 <= self.min_face_score <= 1:
+            raise InputError(f"min_face_score: {self.min_face_score} is not in [0, 1]")
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
         if unknown:
             raise InputError(f"augment: unknown augmentations {unknown}; expected some of {AUGMENTATIONS}")
@@ -173,7 +179,7 @@ class _Worker:
     """Crops, augments and writes one record at a time."""
 
     def __init__(self, adapter: Adapter, out: Path, options: PrepareOptions,
-                 finder: HaarFinder | MTCNNFinder | None) -> None:
+                 finder: FaceFinder | None) -> None:
         self.adapter, self.out, self.options, self.finder = adapter, out, options, finder
         self.micro = head_map("micro4")
 
@@ -194,9 +200,9 @@ class _Worker:
                 folder = self._clip(record)
                 return record, [self._row(record, folder, folder)]
             image = record.image if record.image is not None else read_rgb(record.source)
-            face = self._face(image, record)
+            faces = self._faces(image, record)
             clip = self._clip(record) if record.frames else None
-            return record, self._image_rows(record, face, clip)
+            return record, [row for face, found in faces for row in self._image_rows(record, face, found, clip)]
         except FaceError as failed:
             return Reject(self.origin(record), failed.reason, str(failed))
 
@@ -210,29 +216,32 @@ class _Worker:
                     if frame is None:
                         yield Reject(self.origin(record), MISSING_FRAME, f"{video.name}: ended before frame {index}")
                         continue
-                    try:
-                        yield record, self._image_rows(record, self._face(frame, record), None)
+                    try:  # a video frame gives its largest face
+                        yield record, self._image_rows(record, *self._faces(frame, record)[0], None)
                     except FaceError as failed:
                         yield Reject(self.origin(record), failed.reason, f"{video.name} frame {index}: {failed}")
         except VideoError as err:
             for record in records:
                 yield Reject(self.origin(record), UNREADABLE, str(err))
 
-    def _face(self, image: np.ndarray, record: Record) -> np.ndarray:
-        """The face crop of an image, resized (and grayscaled) per the options; FaceError when there is none."""
+    def _faces(self, image: np.ndarray, record: Record) -> list[tuple[np.ndarray, dict]]:
+        """The face crops of an image, resized (and grayscaled) per the options, each with what the finder said
+        (`face_score`, `faces_found`, `face`: which one); FaceError when there is none."""
         source = self.where(record.source)
         check_face(image, source, "image")  # an image under the minimum face size holds no usable face
         if record.cropped or (self.finder is None and record.bbox is None and record.bbox_pct is None):
-            face = image
-        elif record.bbox is not None or record.bbox_pct is not None:
+            return [(self._finish(image, self.options.size), {})]
+        if record.bbox is not None or record.bbox_pct is not None:
             box = record.bbox if record.bbox is not None else pct_box(record.bbox_pct, image.shape)
-            face = crop(image, square(box), 0.0, source)
-        else:
-            face = cut(image, self._locate(image, record.source), self.options.margin, source)
-        return self._finish(face, self.options.size)
+            return [(self._finish(crop(image, square(box), 0.0, source), self.options.size), {})]
+        faces = self._locate(image, record.source)
+        chosen = faces if self.options.faces == "all" else faces[:1]
+        return [(self._finish(cut(image, face, self.options.margin, source), self.options.size),
+                 {"face_score": face.score, "faces_found": len(faces),
+                  "face": "largest" if self.options.faces == "largest" else k}) for k, face in enumerate(chosen)]
 
-    def _locate(self, image: np.ndarray, source: str) -> Face:
-        return locate(image, self.finder, self.where(source))
+    def _locate(self, image: np.ndarray, source: str) -> list[Face]:
+        return find_faces(image, self.finder, self.where(source), self.options.min_face_score)
 
     def _finish(self, face: np.ndarray, size: int) -> np.ndarray:
         if face.ndim == 2:
@@ -250,8 +259,8 @@ class _Worker:
         size = self.options.clip_size
         if record.cropped or self.finder is None:
             crops = [self._finish(f, size) for f in frames]
-        else:  # one face box (from the first frame) for the whole clip keeps the crop still
-            face = self._locate(frames[0], record.source)
+        else:  # one face box (the first frame's largest face) for the whole clip keeps the crop still
+            face = self._locate(frames[0], record.source)[0]
             crops = [self._finish(cut(f, face, self.options.margin, source), size) for f in frames]
         folder = Path("clips") / record.sample_id
         (self.out / folder).mkdir(parents=True, exist_ok=True)
@@ -270,13 +279,18 @@ class _Worker:
                 raise FaceError(str(err), UNREADABLE) from err
         return []
 
-    def _image_rows(self, record: Record, face: np.ndarray, clip: str | None) -> list[dict]:
+    def _image_rows(self, record: Record, face: np.ndarray, found: dict, clip: str | None) -> list[dict]:
+        """The rows of one face crop (and its augmented copies). With `faces: all`, face k of an image is sample
+        '<id>-f<k>' of subject '<subject>-f<k>' (the people in one photo are not one person)."""
         rows = []
-        for name, image in [("", face), *[(a, self._augment(face, a, record.sample_id)) for a in self.options.augment]]:
-            sample_id = f"{record.sample_id}-aug-{name}" if name else record.sample_id
+        base = record.sample_id if found.get("face", "largest") == "largest" else f"{record.sample_id}-f{found['face']}"
+        for name, image in [("", face), *[(a, self._augment(face, a, base)) for a in self.options.augment]]:
+            sample_id = f"{base}-aug-{name}" if name else base
             path = f"images/{sample_id}.png"
             _write(self.out / path, image)
-            row = self._row(record, path, clip, sample_id)
+            row = {**self._row(record, path, clip, sample_id), **found}
+            if found.get("face", "largest") != "largest":
+                row["subject"] = f"{row['subject']}-f{found['face']}"
             if self.options.augment:
                 row["augment"] = name
             rows.append(row)
