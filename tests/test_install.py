@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("pyproject.toml", "README.md", "mcam", "detectors", "configs", "experiments", "benchmarks")
-BUILT_INS = ("au", "macro", "macro_cnn", "micro", "micro_plus", "openface", "pyfeat_au", "vgg")
+BUILT_INS = ("au", "macro", "macro_cnn", "mesh", "mesh_au", "micro", "micro_plus", "openface", "pyfeat_au", "vgg")
 
 
 @pytest.fixture(scope="module")
