@@ -1,6 +1,8 @@
 """Publish a main-job report into docs/ and regenerate README's results block from it (no number typed by hand).
 
     .venv/bin/python scripts/refresh_readme.py [OUT]      # OUT: the main job's output folder (default outputs/loro)
+    .venv/bin/python scripts/refresh_readme.py outputs/loro_mesh --as loro_mesh   # another suite's report into
+                                                          # docs/loro_mesh/ (README untouched)
 
 Copies OUT's report.md, summary.csv, paired_tests.csv, timing.txt, command.txt and figures/ into
 docs/loro/, then rewrites the part of README.md between the `main-job` markers from those files,
@@ -24,18 +26,18 @@ SHIFT = REPO / "docs" / "regional_shift.md"  # written by benchmarks/regional_sh
 FILES = ("report.md", "summary.csv", "paired_tests.csv", "cue_weights.csv", "timing.txt", "command.txt")
 
 
-def publish(out: Path) -> None:
-    """Copy the report, its tables and figures into docs/loro (replacing what was there)."""
-    if DOCS.exists():
-        shutil.rmtree(DOCS)
-    (DOCS / "figures").mkdir(parents=True)
+def publish(out: Path, docs: Path = DOCS) -> None:
+    """Copy the report, its tables and figures into `docs` (default docs/loro), replacing what was there."""
+    if docs.exists():
+        shutil.rmtree(docs)
+    (docs / "figures").mkdir(parents=True)
     for name in FILES:
         if (out / name).exists():
-            shutil.copy(out / name, DOCS / name)
+            shutil.copy(out / name, docs / name)
     for figure in sorted((out / "figures").glob("*.png")):
-        shutil.copy(figure, DOCS / "figures" / figure.name)
+        shutil.copy(figure, docs / "figures" / figure.name)
     results = pd.read_csv(out / "results.csv")
-    results.drop(columns=[c for c in ("seconds",) if c in results]).to_csv(DOCS / "results.csv", index=False)
+    results.drop(columns=[c for c in ("seconds",) if c in results]).to_csv(docs / "results.csv", index=False)
 
 
 def _cell(row: pd.Series) -> str:
@@ -110,10 +112,16 @@ def replace_block(readme: str, begin: str, end: str, text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=REPO / "outputs" / "loro")
+    parser.add_argument("--as", dest="name", default="loro",
+                        help="publish into docs/NAME; README's results block is made from docs/loro only")
     args = parser.parse_args(argv)
     if not (args.out / "report.md").exists():
         print(f"refresh_readme: error: no report in {args.out}; run `bash scripts/main.sh` first", file=sys.stderr)
         return 2
+    if args.name != "loro":
+        publish(args.out, REPO / "docs" / args.name)
+        print(f"published {args.out} to docs/{args.name}")
+        return 0
     publish(args.out)
     readme = replace_block((REPO / "README.md").read_text(), BEGIN, END, block())
     if SHIFT.exists():
