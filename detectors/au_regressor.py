@@ -27,10 +27,9 @@ from torch import nn
 from mcam.detector import InputKind, TrainingSet
 from mcam.determinism import seeded
 from mcam.labels import AU_NAMES  # py-feat's 20-AU order, shared with the synthetic data
-from mcam.labels import head_map
 from mcam_detectors._lightning_fit import FaceDataset, FitSettings, fit_network, masked_mse, random_hflip
 from mcam_detectors._torch_detector import PretrainedConfig, TorchDetector
-from mcam_detectors.au_svm import HEAD, AUEmotionDetector, AUEmotionSVM
+from mcam_detectors.au_svm import AUEmotionDetector, AUEmotionSVM
 
 SVM_KEY = "svm.joblib"  # state_dict entry holding the AU -> emotion SVM
 
@@ -77,12 +76,10 @@ class AURegressor(TorchDetector, AUEmotionDetector):
                  regressor: Literal["fit", "frozen"] = "fit", **kw: Any) -> None:
         if image_size % 16:
             raise ValueError(f"au: image_size must be a multiple of 16, got {image_size}")
-        if regressor not in ("fit", "frozen"):
-            raise ValueError(f"au: regressor must be 'fit' or 'frozen', got {regressor!r}")
         super().__init__(device=device, weights=weights, image_size=image_size,
                          include_intensities=include_intensities, batch_size=batch_size, seed=seed,
-                         regressor=regressor, **kw)
-        self.svm = AUEmotionSVM(head_map(HEAD).classes)
+                         regressor=self.check_regressor(regressor), **kw)
+        self._unfitted_svm()
 
     # --- description -------------------------------------------------
     def pretrained_config(self) -> PretrainedConfig:
@@ -120,8 +117,7 @@ class AURegressor(TorchDetector, AUEmotionDetector):
         return state
 
     # --- use -------------------------------------------------------------
-    def usable(self, face: Any) -> bool:
-        return isinstance(face, np.ndarray) and face.ndim in (2, 3) and face.shape[0] > 1 and face.shape[1] > 1
+    usable = AUEmotionDetector.usable  # not TorchDetector's: any image at least 2 pixels a side
 
     def preprocess(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(_prepare(faces, self.config["image_size"]))

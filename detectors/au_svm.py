@@ -149,6 +149,21 @@ class AUEmotionDetector(Detector):
     head = HEAD
     learns_from_aus = True
     svm: AUEmotionSVM
+    REGRESSOR_MODES = ("fit", "frozen")
+
+    @classmethod
+    def check_regressor(cls, regressor: str) -> str:
+        """`regressor` itself when it is a mode subclasses accept ('fit' or 'frozen'); ValueError otherwise."""
+        if regressor not in cls.REGRESSOR_MODES:
+            raise ValueError(f"{cls.name}: regressor must be 'fit' or 'frozen', got {regressor!r}")
+        return regressor
+
+    def _unfitted_svm(self) -> None:
+        self.svm = AUEmotionSVM(head_map(HEAD).classes)
+
+    def usable(self, face: Any) -> bool:
+        """An image (gray or colour) at least 2 pixels on each side."""
+        return isinstance(face, np.ndarray) and face.ndim in (2, 3) and face.shape[0] > 1 and face.shape[1] > 1
 
     def output_names(self) -> list[str]:
         names = list(head_map(HEAD).classes)

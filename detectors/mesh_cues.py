@@ -25,17 +25,13 @@ import torch
 from sklearn.linear_model import RidgeCV
 
 from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKind, TrainingSet, WeightsInfo
-from mcam.labels import AU_NAMES, head_map
+from mcam.labels import AU_NAMES
 from mcam.landmarks import N_POINTS, VERSION, aligned_meshes, face_mesh, template
 from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint, source_of
-from mcam_detectors.au_svm import HEAD, AUEmotionDetector, AUEmotionSVM
+from mcam_detectors.au_svm import AUEmotionDetector, AUEmotionSVM
 
 ALPHAS = tuple(float(a) for a in np.logspace(-1, 4, 11))  # ridge penalties RidgeCV chooses among (on training rows)
 RIDGE_KEY, SVM_KEY = "ridge.joblib", "svm.joblib"
-
-
-def _usable(face: Any) -> bool:
-    return isinstance(face, np.ndarray) and face.ndim in (2, 3) and min(face.shape[:2]) > 1
 
 
 def _mesh_digest() -> str:
@@ -84,11 +80,9 @@ class MeshAU(AUEmotionDetector):
 
     def __init__(self, device: str | None = None, weights: str | None = None, include_intensities: bool = True,
                  regressor: Literal["fit", "frozen"] = "fit", **kw: Any) -> None:
-        if regressor not in ("fit", "frozen"):
-            raise ValueError(f"mesh_au: regressor must be 'fit' or 'frozen', got {regressor!r}")
         super().__init__(device=device, weights=weights, include_intensities=include_intensities,
-                         regressor=regressor, **kw)
-        self.svm = AUEmotionSVM(head_map(HEAD).classes)
+                         regressor=self.check_regressor(regressor), **kw)
+        self._unfitted_svm()
         self.ridge: RidgeCV | None = None
         self._provenance: str | None = None
 
@@ -149,9 +143,6 @@ class MeshAU(AUEmotionDetector):
                                provenance=self._provenance or "", state_dict=state)
 
     # --- use -------------------------------------------------------------
-    def usable(self, face: Any) -> bool:
-        return _usable(face)
-
     def _features(self, faces: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         meshes, found = aligned_meshes(list(faces))
         return (meshes - template()).reshape(len(meshes), -1), found

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -487,19 +488,22 @@ class SuiteRunner:
             return spec_path, self._extract(manifest, detectors)
         settings = {"epochs": self.spec.pretrain_epochs, "seed": seed, "threads": self.spec.threads,
                     "device": self.device}
-        base = au_corpus_base(self.store, self._au_corpus(), self._corpus_detectors(), **settings)
+        base = au_corpus_base(self.store, self._au_corpus, self._corpus_detectors, **settings)
         spec_path = stored_detectors(self.store, self._source(manifest), names, self.spec.pretrain, base_spec=base,
                                      val_fraction=0.2, purpose="pretrain", **settings)
         return spec_path, self._extract(manifest, build_detectors(spec_path, device=self.device))
 
+    @functools.cached_property
     def _corpus_detectors(self) -> list[str]:
         """The detectors that pre-train on the AU corpus: those among `pretrain` that learn from one."""
         if self.spec.au_corpus is None:
             return []
         return [n for n in dict.fromkeys(self.spec.pretrain) if detector_class(n).learns_from_aus]
 
+    @functools.cached_property
     def _au_corpus(self) -> Manifest | None:
-        if not self._corpus_detectors():
+        """The AU corpus (rendered on first use), read once per suite; None when no detector learns from it."""
+        if not self._corpus_detectors:
             return None
         return ensure_data(self.spec.au_corpus, self.out, self.progress, labelled=False)
 
