@@ -98,13 +98,24 @@ def test_per_cue_early_stopping_freezes_a_cue_at_its_best_weights() -> None:
                            class_weights=data.class_weights, image_every_n_epochs=0)
     pl.Trainer(max_epochs=30, logger=False, enable_progress_bar=False, enable_model_summary=False,
                enable_checkpointing=False, deterministic=True).fit(model, datamodule=data)
-    masks, checked = model._cue_masks(), 0
+    spans, checked = model._cue_spans(), 0
+    names = [(name, p.numel()) for name, p in network.named_parameters()]
+    for c, own in enumerate(spans):  # the spans are exactly the cue's parameters (cue_parameters), nothing else
+        mask, start = torch.zeros(sum(n for _, n in names), dtype=torch.bool), 0
+        for name, n in names:
+            mask[start:start + n] = name.startswith(network.cue_parameters(c))
+            start += n
+        covered = torch.zeros_like(mask)
+        for span in own:
+            covered[span] = True
+        assert torch.equal(covered, mask) and mask.any()
     for i, state in enumerate(model._state):
         summary = model.member_summary(i)
         assert summary["frozen_cues"] == {model.cue_names[c]: e for c, e in sorted(state.cue_frozen.items())}
         for c, epoch in state.cue_frozen.items():
             if epoch <= state.best_epoch:  # frozen before the kept epoch: the kept weights hold the frozen cue
-                assert torch.equal(model.members[i].detach()[masks[c]], state.cue_state[c])
+                kept = torch.cat([model.members[i].detach()[span] for span in spans[c]])
+                assert torch.equal(kept, torch.cat(state.cue_state[c]))
                 checked += 1
     assert checked, "no cue froze before a member's best epoch on the toy data"
     with pytest.raises(ValueError, match="cue_patience"):  # the paper's network has no per-cue classifiers

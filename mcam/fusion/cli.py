@@ -175,7 +175,8 @@ class FusionCLI(_CLI):
                 else folder / "checkpoints"
             checkpoints.mkdir(parents=True, exist_ok=True)
             torch.save(model.member_checkpoint(i), checkpoints / name)
-            write_atomic(folder / TRAINING_SUMMARY, yaml.safe_dump(model.member_summary(i), sort_keys=False))
+            write_atomic(folder / TRAINING_SUMMARY,
+                         yaml.dump(model.member_summary(i), Dumper=yaml.CSafeDumper, sort_keys=False))
             if own:
                 replay_scalars(model.member_history(i), str(folder))
                 member = {**template, "seed_everything": model.seeds[i]}
@@ -183,7 +184,8 @@ class FusionCLI(_CLI):
                 if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
                     member["trainer"] = {**member["trainer"], "logger": {**logger, "init_args": {
                         **logger["init_args"], "save_dir": str(folder), "name": "", "version": ""}}}
-                write_atomic(folder / "config.yaml", yaml.safe_dump(member, sort_keys=False, allow_unicode=True))
+                write_atomic(folder / "config.yaml",
+                             yaml.dump(member, Dumper=yaml.CSafeDumper, sort_keys=False, allow_unicode=True))
 
     def _member_template(self, config: Namespace) -> dict[str, Any]:
         """The stack's config as one member's (seed and folder filled in per member): `mcam fit --config` of it
@@ -191,7 +193,7 @@ class FusionCLI(_CLI):
         member = copy.deepcopy(config)
         member.model.seeds, member.member_dirs = None, None
         member.checkpoint.dirpath, member.prediction_writer.output = None, None
-        return yaml.safe_load(self._parser(self.subcommand).dump(member, skip_none=False))
+        return yaml.load(self._parser(self.subcommand).dump(member, skip_none=False), Loader=yaml.CSafeLoader)
 
 
 class SingleRunCLI(_CLI):

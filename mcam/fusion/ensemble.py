@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.optim.adam import adam
-from torch.utils.tensorboard.summary import Summary, scalar
+from torch.utils.tensorboard.summary import Summary
 
 from mcam.determinism import seeded
 from mcam.fusion.metrics import stacked_scores
@@ -66,7 +66,7 @@ class _Member:
     # per-cue early stopping (cue_patience): best per-cue validation loss, epochs since, the cue's best weights
     cue_best: list[float] = field(default_factory=list)
     cue_wait: list[int] = field(default_factory=list)
-    cue_state: list[Tensor | None] = field(default_factory=list)
+    cue_state: list[list[Tensor] | None] = field(default_factory=list)
     cue_frozen: dict[int, int] = field(default_factory=dict)  # cue -> epoch it was frozen
 
 
@@ -215,7 +215,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         # the batch order is the data's (data.seed), shared by every member: a member's draws (its initial weights,
         # cue dropout) are its seed's, so it is the single run of `seed_everything: <seed>` with this data seed
         self._order_generator = torch.Generator().manual_seed(int(data.seed))
-        self._masks = self._cue_masks() if self.hparams.cue_patience else []
+        self._spans = self._cue_spans() if self.hparams.cue_patience else []
 
     def _order(self, y: Tensor) -> Tensor:
         """This epoch's row order (a permutation, or class-balanced draws for balance='sampler')."""
@@ -340,22 +340,25 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
                 log_figures(self.loggers, figures, epoch, prefix)
         self._pending_figures = [f for f in self._pending_figures if f[0] != i]
 
-    def _cue_masks(self) -> list[Tensor]:
-        """Per cue, which entries of a member's flat parameter vector are the cue's own (`cue_parameters`)."""
-        ends = torch.tensor([n for _, _, n in self._shapes]).cumsum(0).tolist()
-        masks = []
-        for c in range(len(self.cue_names)):
-            mask = torch.zeros(ends[-1] if ends else 0, dtype=torch.bool, device=self.device)
-            for (name, _, n), end in zip(self._shapes, ends):
+    def _cue_spans(self) -> list[list[slice]]:
+        """Per cue, the stretches of a member's flat parameter vector that are the cue's own (`cue_parameters`):
+        slices, so holding a frozen cue is a few contiguous copies (a boolean mask costs a scan per step)."""
+        spans, start = [[] for _ in self.cue_names], 0
+        for name, _, n in self._shapes:
+            for c in range(len(self.cue_names)):
                 if name.startswith(self.network.cue_parameters(c)):
-                    mask[end - n:end] = True
-            masks.append(mask)
-        return masks
+                    own = spans[c]
+                    if own and own[-1].stop == start:  # adjacent to the cue's last stretch: one slice
+                        own[-1] = slice(own[-1].start, start + n)
+                    else:
+                        own.append(slice(start, start + n))
+            start += n
+        return spans
 
     def _stop_cues(self, i: int, cue_loss: list[float]) -> None:
         """Per-cue early stopping of member i: a cue whose classifier's validation loss has not improved for
         `cue_patience` epochs goes back to its best epoch's weights and stays there."""
-        state, masks = self._state[i], self._masks
+        state = self._state[i]
         if not state.cue_best:
             n = len(cue_loss)
             state.cue_best, state.cue_wait, state.cue_state = [math.inf] * n, [0] * n, [None] * n
@@ -364,7 +367,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
                 continue
             if loss < state.cue_best[c]:
                 state.cue_best[c], state.cue_wait[c] = loss, 0
-                state.cue_state[c] = self.members[i].detach()[masks[c]].clone()
+                state.cue_state[c] = [self.members[i].detach()[span].clone() for span in self._spans[c]]
                 continue
             state.cue_wait[c] += 1
             if state.cue_wait[c] >= self.hparams.cue_patience:
@@ -376,7 +379,8 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         """Member i's frozen cues back at their best weights (Adam's momentum and weight decay move them)."""
         state = self._state[i]
         for c in state.cue_frozen:
-            self.members[i][self._masks[c]] = state.cue_state[c]
+            for span, values in zip(self._spans[c], state.cue_state[c]):
+                self.members[i][span] = values
 
     def _stop_or_go(self, i: int, val_loss: float) -> None:
         """EarlyStopping + ModelCheckpoint(save_top_k=1) + ReduceLROnPlateau of one member, as a single run has."""
@@ -445,11 +449,12 @@ def member_outputs(outputs: Sequence[Mapping[str, Tensor]], i: int) -> list[dict
 
 def write_scalars(logger: Any, scalars: Mapping[str, float], step: int) -> None:
     """One step's scalars: for TensorBoard one event holding all of them (an event per scalar, as Lightning
-    writes them, costs more than training a member); other loggers through `log_metrics`."""
+    writes them, costs more than training a member), each a simple_value as `torch.utils.tensorboard`'s `scalar`
+    makes it, without its per-value conversions; other loggers through `log_metrics`."""
     if not isinstance(logger, TensorBoardLogger):
         logger.log_metrics(dict(scalars), step=step)
         return
-    summary = Summary(value=[value for tag, number in scalars.items() for value in scalar(tag, number).value])
+    summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(number)) for tag, number in scalars.items()])
     logger.experiment._get_file_writer().add_summary(summary, step)
 
 
