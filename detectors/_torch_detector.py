@@ -23,7 +23,8 @@ from mcam.detector import Detector, DetectorUnavailableError, FaceBatch, InputKi
 from mcam.determinism import seeded
 from mcam.labels import head_map
 from mcam_detectors._checkpoint import load_checkpoint, save_checkpoint, source_of
-from mcam_detectors._lightning_fit import (Augment, FaceDataset, FitSettings, accuracy, fit_network, head_targets)
+from mcam_detectors._lightning_fit import (Augment, FaceDataset, FitSettings, accuracy, fit_network, head_targets,
+                                          to_layout)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ class TorchDetector(Detector):
         parts = []
         with torch.inference_mode():
             for start in range(0, len(faces), step):
-                x = self.preprocess(faces[start:start + step]).to(self.device)
+                x = to_layout(self.preprocess(faces[start:start + step]).to(self.device))
                 parts.append(outputs(x).float().cpu().numpy())
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
 

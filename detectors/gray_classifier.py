@@ -11,7 +11,7 @@ from torch import nn
 from mcam.detector import TrainingSet
 from mcam.labels import head_map
 from mcam.determinism import in_order
-from mcam_detectors._lightning_fit import FaceDataset, FitSettings, random_hflip
+from mcam_detectors._lightning_fit import FaceDataset, FitSettings, random_hflip, to_layout
 from mcam_detectors._torch_detector import PretrainedConfig, TorchDetector
 
 INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
@@ -50,7 +50,7 @@ def recalibrate_batchnorm(model: nn.Module, data: FaceDataset, device: str, batc
     for m in norms:  # only the norms learn statistics; dropout stays off (and draws no random numbers)
         m.train()
     for x, _ in in_order(data, batch_size):
-        model(x.to(device))
+        model(to_layout(x.to(device)))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.eval()

@@ -1,6 +1,7 @@
 """Every registered detector plugin (mcam.registry.available()) honours the Detector contract."""
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import inspect
 import shutil
@@ -24,6 +25,7 @@ B = 3
 def _openface_csvs() -> str:
     """OpenFace output for samples s0 and s1 (py-feat's sample CSV); s2 has none, so it must come out invalid."""
     folder = Path(tempfile.mkdtemp(prefix="mcam-openface-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # made once per session, gone with it
     sample = Path(list(importlib.util.find_spec("feat").submodule_search_locations)[0]) / "tests" / "data"
     for sample_id in ("s0", "s1"):
         shutil.copy(sample / "OpenFace_Test.csv", folder / f"{sample_id}.csv")
