@@ -211,17 +211,58 @@ def square(box: Box) -> Box:
     return x + (w - side) // 2, y + (h - side) // 2, side, side
 
 
-def level_eyes(image: np.ndarray, face: Face) -> np.ndarray:
-    """Rotate the image about the eye midpoint so the eyes are level (identity without eye landmarks)."""
+ALIGNMENTS: tuple[str, ...] = ("mesh", "eyes")
+MESH_INPUT_MARGIN = 0.25  # the face mesh runs on the finder's square box with this margin (a face crop, as it wants)
+
+
+@dataclass(frozen=True)
+class FaceCut:
+    """How a face is cut from its image: the 2x3 image-to-crop matrix, the square crop's side, and how it was
+    aligned: 'mesh' (the face mesh's rigid points onto the canonical face: rotation, scale and position),
+    'eyes' (the finder's eye line levelled, its box squared) or 'box' (the finder's box squared)."""
+
+    matrix: np.ndarray
+    side: int
+    aligned: str
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """The crop of `image` (or of another frame of the same clip), borders replicated."""
+        return cv2.warpAffine(image, self.matrix, (self.side, self.side), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+
+def face_cut(image: np.ndarray, face: Face, margin: float, source: str = "image", align: str = "mesh") -> FaceCut:
+    """How to cut `face` out of `image` with `margin` (fraction of the face's side on each side). `align='mesh'`:
+    by MediaPipe's face mesh, found on the finder's box (falls back to 'eyes' where it finds no mesh); 'eyes':
+    the finder's square box, eye line levelled where the finder gives eye landmarks ('box' where it does not).
+    FaceError as `crop` for a box mostly outside the image or under the minimum size."""
+    if align not in ALIGNMENTS:
+        raise ValueError(f"unknown face alignment {align!r}; expected one of {ALIGNMENTS}")
+    box = square(face.box)
+    check_box(image, box, source)
+    if align == "mesh":
+        from mcam.landmarks import crop_transform, landmarks
+
+        x, y, _, _ = box
+        shift = int(round(box[2] * MESH_INPUT_MARGIN))
+        points = landmarks(crop(image, box, MESH_INPUT_MARGIN, source))
+        if points is not None:
+            points = points + np.array([x - shift, -(y - shift), 0.0], np.float32)  # crop pixels -> image pixels
+            extent = float((points[:, :2].max(0) - points[:, :2].min(0)).max())
+            matrix, side = crop_transform(points, extent, margin)
+            return FaceCut(matrix, side, "mesh")
+    x, y, side, _ = box
+    pad = int(round(side * margin))
+    shift = np.array([[1.0, 0.0, pad - x], [0.0, 1.0, pad - y]])
     if face.roll is None or face.eyes_center is None or abs(face.roll) < 0.5:
-        return image
-    matrix = cv2.getRotationMatrix2D(face.eyes_center, face.roll, 1.0)
-    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+        return FaceCut(shift, side + 2 * pad, "box" if face.roll is None else "eyes")
+    level = np.vstack([cv2.getRotationMatrix2D(face.eyes_center, face.roll, 1.0), [0.0, 0.0, 1.0]])
+    return FaceCut(shift @ level, side + 2 * pad, "eyes")
 
 
-def cut(image: np.ndarray, face: Face, margin: float, source: str = "image") -> np.ndarray:
-    """The face's square crop, eyes levelled where the finder gives them, with a margin (FaceError as `crop`)."""
-    return crop(level_eyes(image, face), square(face.box), margin, source)
+def cut(image: np.ndarray, face: Face, margin: float, source: str = "image", align: str = "mesh") -> np.ndarray:
+    """The face's square crop (see `face_cut`)."""
+    return face_cut(image, face, margin, source, align)(image)
 
 
 def pct_box(bbox_pct: tuple[float, float, float, float], shape: tuple[int, ...]) -> Box:
@@ -292,18 +333,22 @@ def parse_bbox(value: object) -> tuple[int, int, int, int] | None:
     return x, y, w, h
 
 
-def crop(image: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0, source: str = "image") -> np.ndarray:
-    """Crop a box enlarged by `margin` (fraction of its size), padded by edge replication at borders.
-
-    FaceError bbox_outside_image when less than MIN_BBOX_INSIDE of the box lies in the image (the crop would
-    be mostly padding), face_too_small when the box is under MIN_FACE_SIZE.
-    """
+def check_box(image: np.ndarray, box: Box, source: str = "image") -> None:
+    """FaceError bbox_outside_image when less than MIN_BBOX_INSIDE of the box lies in the image (a crop would be
+    mostly padding), face_too_small when the box is under MIN_FACE_SIZE."""
     x, y, w, h = box
     inside = max(0, min(x + w, image.shape[1]) - max(x, 0)) * max(0, min(y + h, image.shape[0]) - max(y, 0))
     if inside < MIN_BBOX_INSIDE * w * h:
         raise FaceError(f"{source}: bbox {x} {y} {w} {h} lies {'mostly' if inside else 'entirely'} outside the "
                         f"{image.shape[1]}x{image.shape[0]} image", BBOX_OUTSIDE_IMAGE)
     _check_side(h, w, source, FACE_TOO_SMALL, "face box")
+
+
+def crop(image: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0, source: str = "image") -> np.ndarray:
+    """Crop a box enlarged by `margin` (fraction of its size), padded by edge replication at borders (FaceError as
+    `check_box`)."""
+    check_box(image, box, source)
+    x, y, w, h = box
     dx, dy = int(round(w * margin)), int(round(h * margin))
     x0, y0, x1, y1 = x - dx, y - dy, x + w + dx, y + h + dy
     pad = max(0, -x0, -y0, x1 - image.shape[1], y1 - image.shape[0])
@@ -316,11 +361,13 @@ def crop(image: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0,
 @dataclass
 class FaceCropper:
     """Turns an image into a face crop: manifest bbox when given, else the face finder's largest face (the
-    one face-finding path `mcam prepare` also takes: `find_faces`, then `cut`; default finder MediaPipe's)."""
+    one face-finding path `mcam prepare` also takes: `find_faces`, then `cut`; default finder MediaPipe's,
+    aligned by its face mesh)."""
 
     finder: FaceFinder | None = None
     margin: float = 0.15
     min_score: float = MIN_FACE_SCORE
+    align: str = "mesh"
 
     def __call__(self, image: np.ndarray, bbox: object = None, source: str = "image") -> np.ndarray:
         check_face(image, source, "image")  # an image under the minimum holds no face big enough, whatever the box
@@ -328,7 +375,12 @@ class FaceCropper:
         if box is not None:
             return crop(image, box, 0.0, source)
         faces = find_faces(image, self.finder or _default_finder(), source, self.min_score)
-        return cut(image, faces[0], self.margin, source)
+        return cut(image, faces[0], self.margin, source, self.align)
+
+    def describe(self) -> str:
+        """How this cropper finds and cuts faces (part of the fingerprint of a manifest with rows without a bbox)."""
+        finder = type(self.finder).__name__ if self.finder is not None else "MediaPipeFinder"
+        return f"{finder}, align {self.align} (mcam.faces.face_cut), margin {self.margin}, min score {self.min_score}"
 
 
 # --- clips --------------------------------------------------------------------------------------

@@ -86,18 +86,45 @@ def template() -> np.ndarray:
     return (neutral - neutral.mean(0)).astype(np.float32)
 
 
-def align(points: np.ndarray, target: np.ndarray | None = None) -> np.ndarray:
-    """`points` [N, 3] moved onto `target` (default `template()`) by the similarity transform (rotation, uniform
-    scale, translation; no reflection) that minimises the squared distance (Umeyama 1991)."""
-    target = template() if target is None else target
+def similarity(points: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(scale, rotation [D, D], translation [D]) of the similarity transform (no reflection) that moves `points`
+    [N, D] onto `target` [N, D] with the least squared distance (Umeyama 1991): target ~ scale * R @ p + t."""
     source, goal = points.astype(np.float64), target.astype(np.float64)
     source_mean, goal_mean = source.mean(0), goal.mean(0)
     centred, goal_centred = source - source_mean, goal - goal_mean
     u, singular, vt = np.linalg.svd(goal_centred.T @ centred)
-    sign = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rotation = u @ sign @ vt
-    scale = (singular * np.diag(sign)).sum() / (centred ** 2).sum()
-    return (scale * centred @ rotation.T + goal_mean).astype(np.float32)
+    sign = np.ones(len(singular))
+    sign[-1] = np.sign(np.linalg.det(u @ vt))
+    rotation = u @ np.diag(sign) @ vt
+    scale = float((singular * sign).sum() / (centred ** 2).sum())
+    return scale, rotation, goal_mean - scale * rotation @ source_mean
+
+
+def align(points: np.ndarray, target: np.ndarray | None = None) -> np.ndarray:
+    """`points` [N, 3] moved onto `target` (default `template()`) by `similarity`."""
+    scale, rotation, translation = similarity(points, template() if target is None else target)
+    return (scale * points.astype(np.float64) @ rotation.T + translation).astype(np.float32)
+
+
+# Mesh points that expressions barely move (eye corners, nose bridge and tip, forehead, the face's sides at the
+# eyes and cheekbones): what a face crop is aligned by, so a smile or an open jaw does not move the crop.
+RIGID_POINTS: tuple[int, ...] = (33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 10, 151, 9, 234, 454, 127, 356)
+
+
+def crop_transform(points: np.ndarray, face_side: float, margin: float) -> tuple[np.ndarray, int]:
+    """The 2x3 image-to-crop matrix and the crop's side for a face whose mesh `points` [468, 3] (as `landmarks`
+    gives them, image pixels with y up) are known: the similarity that puts the rigid points where the template's
+    are in a square crop, the template's width and height (the larger) spanning `face_side` pixels and a margin
+    of `margin` of it on every side. Same face, same crop, whatever its roll, position and size in the image."""
+    side = max(1, int(round(face_side * (1 + 2 * margin))))
+    canonical = template()[:, :2] * np.array([1.0, -1.0])  # image axes: y down
+    extent = (canonical.max(0) - canonical.min(0)).max()
+    centre = (canonical.max(0) + canonical.min(0)) / 2
+    goal = (canonical - centre) * (face_side / extent) + side / 2
+    image_xy = points[:, :2] * np.array([1.0, -1.0])
+    rigid = list(RIGID_POINTS)
+    scale, rotation, translation = similarity(image_xy[rigid], goal[rigid])
+    return np.hstack([scale * rotation, translation[:, None]]), side
 
 
 def aligned_meshes(faces: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

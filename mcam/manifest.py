@@ -65,7 +65,8 @@ class Manifest:
         """Hash of the table (column names and values) and of the bytes of every file it names.
 
         Changes whenever a row, a value or a referenced file's content changes (e.g. faces re-rendered
-        or re-cropped under the same manifest), and only then: no paths outside the table, no
+        or re-cropped under the same manifest), or, for a table with rows without a `bbox`, how extraction finds
+        and cuts their faces (`FaceCropper.describe`), and only then: no paths outside the table, no
         modification times, so a copied dataset keeps its fingerprint. Computed once per Manifest.
         """
         cached = self.__dict__.get("_fingerprint")
@@ -81,6 +82,11 @@ class Manifest:
             for value in self.table[column] if column in self.table.columns else ():
                 if isinstance(value, str) and value:
                     digest.update(f"{content_digest(self.resolve(value))};".encode())
+        bbox = self.table["bbox"] if "bbox" in self.table.columns else pd.Series("", index=self.table.index)
+        if not bbox.map(lambda v: isinstance(v, str) and bool(v.strip())).all():
+            from mcam.faces import FaceCropper  # rows without a bbox are cut by the face finder: how is content too
+
+            digest.update(f"faces found by {FaceCropper().describe()}".encode())
         return digest.hexdigest()[:16]
 
 

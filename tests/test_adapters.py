@@ -295,7 +295,7 @@ def test_mtcnn_aligns_by_the_eyes(tmp_path):
     pytest.importorskip("facenet_pytorch")
     import torch
 
-    from mcam.faces import MTCNNFinder, level_eyes as align
+    from mcam.faces import MTCNNFinder, cut
 
     torch.set_num_threads(1)
     finder = MTCNNFinder(device="cpu")
@@ -303,7 +303,7 @@ def test_mtcnn_aligns_by_the_eyes(tmp_path):
     matrix = cv2.getRotationMatrix2D((80, 80), 12.0, 1.0)  # counter-clockwise tilt: eye line at about -12 degrees
     tilted = cv2.warpAffine(upright, matrix, (160, 160), borderMode=cv2.BORDER_REPLICATE)
     before = finder(tilted)[0]
-    after = finder(align(tilted, before))[0]
+    after = finder(cut(tilted, before, 0.3, align="eyes"))[0]
     assert abs(before.roll - finder(upright)[0].roll + 12.0) < 4.0
     assert abs(after.roll) < abs(before.roll) / 2
     root = fx.jaffe_tree(tmp_path / "raw")

@@ -78,3 +78,16 @@ def test_fingerprint_sees_column_names_and_file_changes(tmp_path) -> None:
     assert load_manifest(path).fingerprint() == first
     (tmp_path / "a.png").write_bytes(b"z")  # same table, the face file's content changed
     assert load_manifest(path).fingerprint() != first
+
+
+def test_fingerprint_names_how_faces_are_found_only_where_they_must_be(tmp_path, monkeypatch) -> None:
+    """Rows without a bbox are cut by extraction's face finder: another way of finding or aligning faces makes
+    other crops, so another fingerprint (cached cues and detectors are not reused); rows with boxes are unaffected."""
+    from mcam.faces import FaceCropper
+
+    found = save_manifest(_table(bbox=["", "0 0 8 8"]), tmp_path / "found")
+    boxed = save_manifest(_table(bbox=["0 0 8 8", "0 0 8 8"]), tmp_path / "boxed")
+    before = {path: load_manifest(path).fingerprint() for path in (found, boxed)}
+    monkeypatch.setattr(FaceCropper, "describe", lambda self: "another finder or alignment")
+    assert load_manifest(found).fingerprint() != before[found]
+    assert load_manifest(boxed).fingerprint() == before[boxed]

@@ -10,12 +10,12 @@ from mcam.cli.options import non_negative_int, positive_int
 from mcam.datasets import ADAPTERS, create_adapter
 from mcam.datasets.prepare import AUGMENTATIONS, PrepareOptions, prepare
 from mcam.errors import InputError, UserError
-from mcam.faces import FINDERS
+from mcam.faces import ALIGNMENTS, FINDERS
 from mcam.io import ensure_writable
 
 # options that the command line may override in the config (argparse default None = "not given")
-OVERRIDABLE = ("region", "group", "detector", "faces", "min_face_score", "size", "clip_size", "grayscale", "augment",
-               "seed")
+OVERRIDABLE = ("region", "group", "detector", "faces", "min_face_score", "align", "size", "clip_size", "grayscale",
+               "augment", "seed")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-face-score", dest="min_face_score", type=float,
                         help="faces the detector scores lower are left out (default 0.5; all of them: a "
                              "low_face_score reject)")
+    parser.add_argument("--align", choices=ALIGNMENTS, help="how found faces are cropped: mesh (default: MediaPipe's "
+                        "face mesh, rotation, scale and position from its rigid points; the eyes where it finds no "
+                        "mesh) or eyes (the detector's box squared, eye line levelled); column `aligned` says which")
     parser.add_argument("--size", type=positive_int, help="face crop side in pixels (default 128)")
     parser.add_argument("--clip-size", dest="clip_size", type=positive_int, help="clip frame side in pixels (default 64)")
     parser.add_argument("--grayscale", action="store_true", default=None, help="write gray crops")

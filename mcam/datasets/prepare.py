@@ -19,8 +19,9 @@ from tqdm import tqdm
 from mcam.datasets.base import MISSING_FRAME, UNREADABLE, Adapter, Record, Reject
 from mcam.datasets.video import VideoError, frame_count, sample_indices, stream_frames
 from mcam.errors import InputError
-from mcam.faces import (MIN_CLIP_FRAMES, MIN_FACE_SCORE, MIN_FACE_SIZE, Face, FaceError, FaceFinder,
-                        check_clip_extent, check_face, crop, cut, find_faces, make_finder, pct_box, read_rgb, square)
+from mcam.faces import (ALIGNMENTS, MIN_CLIP_FRAMES, MIN_FACE_SCORE, MIN_FACE_SIZE, Face, FaceError, FaceFinder,
+                        check_clip_extent, check_face, crop, face_cut, find_faces, make_finder, pct_box, read_rgb,
+                        square)
 from mcam.io import atomic_output
 from mcam.labels import head_map
 from mcam.manifest import save_manifest
@@ -42,6 +43,7 @@ class PrepareOptions:
     detector: str = "mediapipe"
     faces: Literal["largest", "all"] = "largest"  # per image found by the detector: its largest face, or one row each
     min_face_score: float = MIN_FACE_SCORE  # faces the detector scores lower are left out (all: low_face_score reject)
+    align: str = "mesh"  # found faces' crops: by the face mesh (else the eyes), or by the detector's eyes (faces.ALIGNMENTS)
     size: int = 128
     clip_size: int = 64
     clip_frames: int = 16
@@ -57,6 +59,8 @@ class PrepareOptions:
     def __post_init__(self) -> None:
         if self.faces not in ("largest", "all"):
             raise InputError(f"faces: {self.faces!r}; expected 'largest' or 'all'")
+        if self.align not in ALIGNMENTS:
+            raise InputError(f"align: {self.align!r}; expected one of {ALIGNMENTS}")
         if not 0 <= self.min_face_score <= 1:
             raise InputError(f"min_face_score: {self.min_face_score} is not in [0, 1]")
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
@@ -226,7 +230,8 @@ class _Worker:
 
     def _faces(self, image: np.ndarray, record: Record) -> list[tuple[np.ndarray, dict]]:
         """The face crops of an image, resized (and grayscaled) per the options, each with what the finder said
-        (`face_score`, `faces_found`, `face`: which one); FaceError when there is none."""
+        (`face_score`, `faces_found`, `face`: which one, `aligned`: how its crop was aligned, see
+        `mcam.faces.face_cut`); FaceError when there is none."""
         source = self.where(record.source)
         check_face(image, source, "image")  # an image under the minimum face size holds no usable face
         if record.cropped or (self.finder is None and record.bbox is None and record.bbox_pct is None):
@@ -236,9 +241,13 @@ class _Worker:
             return [(self._finish(crop(image, square(box), 0.0, source), self.options.size), {})]
         faces = self._locate(image, record.source)
         chosen = faces if self.options.faces == "all" else faces[:1]
-        return [(self._finish(cut(image, face, self.options.margin, source), self.options.size),
-                 {"face_score": face.score, "faces_found": len(faces),
-                  "face": "largest" if self.options.faces == "largest" else k}) for k, face in enumerate(chosen)]
+        rows = []
+        for k, face in enumerate(chosen):
+            how = face_cut(image, face, self.options.margin, source, self.options.align)
+            rows.append((self._finish(how(image), self.options.size),
+                         {"face_score": face.score, "faces_found": len(faces), "aligned": how.aligned,
+                          "face": "largest" if self.options.faces == "largest" else k}))
+        return rows
 
     def _locate(self, image: np.ndarray, source: str) -> list[Face]:
         return find_faces(image, self.finder, self.where(source), self.options.min_face_score)
@@ -259,9 +268,10 @@ class _Worker:
         size = self.options.clip_size
         if record.cropped or self.finder is None:
             crops = [self._finish(f, size) for f in frames]
-        else:  # one face box (the first frame's largest face) for the whole clip keeps the crop still
-            face = self._locate(frames[0], record.source)[0]
-            crops = [self._finish(cut(f, face, self.options.margin, source), size) for f in frames]
+        else:  # one cut (the first frame's largest face, aligned) for the whole clip keeps the crop still
+            how = face_cut(frames[0], self._locate(frames[0], record.source)[0], self.options.margin, source,
+                           self.options.align)
+            crops = [self._finish(how(f), size) for f in frames]
         folder = Path("clips") / record.sample_id
         (self.out / folder).mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(crops):
