@@ -43,7 +43,7 @@ class PrepareOptions:
     detector: str = "mediapipe"
     faces: Literal["largest", "all"] = "largest"  # per image found by the detector: its largest face, or one row each
     min_face_score: float = MIN_FACE_SCORE  # faces the detector scores lower are left out (all: low_face_score reject)
-    align: str = "mesh"  # found faces' crops: by the face mesh (else the eyes), or by the detector's eyes (faces.ALIGNMENTS)
+    align: str = "mesh"  # found faces cropped by the face mesh (else the eyes), or by the eyes (faces.ALIGNMENTS)
     size: int = 128
     clip_size: int = 64
     clip_frames: int = 16
