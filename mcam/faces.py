@@ -238,20 +238,18 @@ def face_cut(image: np.ndarray, face: Face, margin: float, source: str = "image"
     FaceError as `crop` for a box mostly outside the image or under the minimum size."""
     if align not in ALIGNMENTS:
         raise ValueError(f"unknown face alignment {align!r}; expected one of {ALIGNMENTS}")
-    box = square(face.box)
+    box = x, y, side, _ = square(face.box)
     check_box(image, box, source)
     if align == "mesh":
         from mcam.landmarks import crop_transform, landmarks
 
-        x, y, _, _ = box
-        shift = int(round(box[2] * MESH_INPUT_MARGIN))
+        shift = int(round(side * MESH_INPUT_MARGIN))
         points = landmarks(crop(image, box, MESH_INPUT_MARGIN, source))
         if points is not None:
             points = points + np.array([x - shift, -(y - shift), 0.0], np.float32)  # crop pixels -> image pixels
             extent = float((points[:, :2].max(0) - points[:, :2].min(0)).max())
-            matrix, side = crop_transform(points, extent, margin)
-            return FaceCut(matrix, side, "mesh")
-    x, y, side, _ = box
+            matrix, crop_side = crop_transform(points, extent, margin)
+            return FaceCut(matrix, crop_side, "mesh")
     pad = int(round(side * margin))
     shift = np.array([[1.0, 0.0, pad - x], [0.0, 1.0, pad - y]])
     if face.roll is None or face.eyes_center is None or abs(face.roll) < 0.5:
