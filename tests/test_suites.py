@@ -13,7 +13,7 @@ from mcam.cues.table import CueTable
 from mcam.labels import CANONICAL
 from mcam.manifest import Manifest, validate
 from mcam.suites import runner as runner_module
-from mcam.suites.metrics import bootstrap_ci, run_metrics
+from mcam.suites.metrics import bootstrap_ci, group_metrics, run_metrics
 from mcam.suites.protocols import make_folds
 from mcam.suites.spec import SuiteSpec, expand_runs
 
@@ -57,6 +57,26 @@ def test_group_metrics_agree_with_sklearn() -> None:
     assert row["cross_entropy"] == pytest.approx(-np.log(probs[rows, true_index]).mean(), rel=1e-5)
     assert row["acc_ci_low"] < row["accuracy"] < row["acc_ci_high"]
     assert row["weight_au"] == pytest.approx(frame["weight_au"].mean())
+
+
+def test_group_metrics_equal_fairlearn() -> None:
+    """Counted per group, as fairlearn's MetricFrame and equalized_odds_difference define them; also for a group
+    that never has some class (rate 0) and a group of one sample."""
+    from fairlearn.metrics import MetricFrame, equalized_odds_difference
+
+    frame = _predictions(n=200, seed=3)
+    frame.loc[frame["region"] == "r3", "label"] = "happy"  # r3: no positives of any other class
+    frame.loc[0, "region"] = "r4"
+    for column in ("region", "group"):
+        row = group_metrics(frame, column)
+        by_group = MetricFrame(metrics=accuracy_score, y_true=frame["label"], y_pred=frame["pred"],
+                               sensitive_features=frame[column])
+        assert json.loads(row[f"{column}_accuracy"]) == {k: round(float(v), 4) for k, v in by_group.by_group.items()}
+        assert row[f"{column}_worst"] == by_group.by_group.idxmin()
+        assert row[f"{column}_max_gap"] == pytest.approx(by_group.difference(method="between_groups"), abs=1e-12)
+        odds = [equalized_odds_difference(frame["label"] == c, frame["pred"] == c,
+                                          sensitive_features=frame[column]) for c in sorted(set(frame["label"]))]
+        assert row[f"{column}_equalized_odds"] == pytest.approx(max(odds), abs=1e-12)
 
 
 def test_bootstrap_ci() -> None:

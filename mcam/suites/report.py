@@ -603,7 +603,7 @@ def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.
     if not groups.empty:
         lines += ["## Demographic groups (skin-tone group): accuracy spread, worst group, max gap, equalized odds",
                   "", "Mean over held-out folds and replicates (source folds excluded). equalized odds: the largest "
-                  "one-vs-rest TPR/FPR gap between groups over classes (fairlearn).", "",
+                  "one-vs-rest TPR/FPR gap between groups over classes (fairlearn's definition).", "",
                   groups.reset_index().to_markdown(index=False), ""]
     confusions = plot_confusions(results, figures / "confusion_attention.png", reference)
     if confusions:
