@@ -49,7 +49,8 @@ def block() -> str:
     summary = pd.read_csv(DOCS / "summary.csv")
     tests = pd.read_csv(DOCS / "paired_tests.csv")
     results = pd.read_csv(DOCS / "results.csv")
-    timing = (DOCS / "timing.txt").read_text().strip() if (DOCS / "timing.txt").exists() else "not recorded"
+    # the first line (the whole invocation); the stages under it stay in docs/loro/timing.txt
+    timing = (DOCS / "timing.txt").read_text().splitlines()[0] if (DOCS / "timing.txt").exists() else "not recorded"
     command = (DOCS / "command.txt").read_text().strip() if (DOCS / "command.txt").exists() else "mcam bench loro"
     lines = [BEGIN, "",
              f"From `docs/loro/report.md` (made by `{command}`; {len(results)} runs, detector seeds "

@@ -41,6 +41,12 @@ def test_bench_loro_smoke(tmp_path: Path) -> None:
     for figure in ("accuracy_by_fold.png", "cue_weights.png", "confusion_attention.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
     assert (tmp_path / "data" / "synth_tiny" / "manifest.csv").exists()
+    timing = (out / "timing.txt").read_text().splitlines()  # the invocation, then its stages
+    assert timing[0].startswith("wall seconds (this invocation): ")
+    stages = dict(line.strip().rsplit(": ", 1) for line in timing[1:])
+    assert {"data", "LAM detectors and cues, detector seed 0", "report"} <= set(stages)
+    assert any(name.startswith("GAM detectors") for name in stages) and any(n.startswith("fusion") for n in stages)
+    assert 0 < sum(map(float, stages.values())) <= float(timing[0].rsplit(": ", 1)[1]) + 0.1
     run_dir = out / results["run_dir"].iloc[0]
     for name in ("run.yaml", "config.yaml", "predictions.csv"):
         assert (run_dir / name).exists(), name

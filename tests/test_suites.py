@@ -1,21 +1,17 @@
-"""Suite driver: metrics agree with sklearn/fairlearn, protocols are subject-disjoint, a killed suite resumes exactly."""
+"""Suite metrics agree with sklearn/fairlearn; protocols are subject-disjoint."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from mcam.cues.table import CueTable
 from mcam.labels import CANONICAL
-from mcam.manifest import Manifest, validate
-from mcam.suites import runner as runner_module
+from mcam.manifest import validate
 from mcam.suites.metrics import bootstrap_ci, group_metrics, run_metrics
 from mcam.suites.protocols import make_folds
-from mcam.suites.spec import SuiteSpec, expand_runs
 
 
 def _predictions(n: int = 300, seed: int = 0) -> pd.DataFrame:

@@ -370,6 +370,37 @@ class JobRunner:
             self.bar.close()
 
 
+class StageClock:
+    """Wall seconds per stage of a suite invocation, for timing.txt (first line: the whole invocation)."""
+
+    def __init__(self) -> None:
+        self.begun = time.time()
+        self.stages: dict[str, float] = {}
+        self._open: tuple[str, float] | None = None
+
+    def start(self, name: str) -> None:
+        self.stop()
+        self._open = (name, time.time())
+
+    def stop(self) -> None:
+        if self._open is not None:
+            name, since = self._open
+            self.stages[name] = self.stages.get(name, 0.0) + time.time() - since
+            self._open = None
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.start(name)
+        try:
+            yield
+        finally:
+            self.stop()
+
+    def text(self) -> str:
+        lines = [f"wall seconds (this invocation): {time.time() - self.begun:.1f}"]
+        return "\n".join(lines + [f"  {name}: {seconds:.1f}" for name, seconds in self.stages.items()]) + "\n"
+
+
 class SuiteRunner:
     """Runs one suite spec into an output folder; every expensive step is a store entry or skipped when done."""
 
@@ -397,8 +428,9 @@ class SuiteRunner:
     def _run(self) -> Path:
         from mcam.suites.report import write_report
 
-        started = time.time()
-        manifest = ensure_data(self.spec.data, self.out, self.progress)
+        clock = StageClock()
+        with clock("data"):
+            manifest = ensure_data(self.spec.data, self.out, self.progress)
         self._check_resumable(manifest)  # before anything in `out` is written: a refused resume changes nothing
         write_atomic(self.out / "suite.yaml", yaml.safe_dump(self.spec.to_dict(), sort_keys=False))
         if self.command:
@@ -414,12 +446,17 @@ class SuiteRunner:
         done = self.results.done()
         todo = [r for r in runs if r.run_id not in done]
         log.info("%d runs, %d already done, %d to go", len(runs), len(runs) - len(todo), len(todo))
+        with clock("data"):
+            self._au_corpus  # rendered here on first use, so the detector stages time training alone
         with JobRunner(self._workers(), len(todo), self.results, self.spec.name, self.progress) as jobs:
             # Every detector seed's LAM detectors and cues first, then their fusions: pre-training and extraction
             # (`threads` threads) beside busy fusion workers ran 2.5 times slower (VGG pre-training 198 s instead
             # of 79 s on 2 cores), and they are the main job's longest chain.
-            lam = {seed: self._lam(manifest, reserved, seed) for seed in self.spec.detector_seeds
-                   if any(r.detector_seed == seed for r in todo)}
+            lam = {}
+            for seed in self.spec.detector_seeds:
+                if any(r.detector_seed == seed for r in todo):
+                    with clock(f"LAM detectors and cues, detector seed {seed}"):
+                        lam[seed] = self._lam(manifest, reserved, seed)
             for seed in lam:  # LAM first: its fusions train while GAM fine-tunes
                 for fold in folds:
                     fold_runs = [r for r in todo if r.detector_seed == seed and r.fold == fold.name and r.mode == "lam"]
@@ -429,10 +466,14 @@ class SuiteRunner:
                 for fold in folds:
                     fold_runs = [r for r in todo if r.detector_seed == seed and r.fold == fold.name and r.mode == "gam"]
                     if fold_runs:
-                        gam = self._gam(manifest, fold, lam[seed][0], seed)
+                        with clock(f"GAM detectors and cues, fold {fold.name}, detector seed {seed} (beside fusions)"):
+                            gam = self._gam(manifest, fold, lam[seed][0], seed)
                         jobs.submit(self._jobs(manifest, fold, fold_dirs[fold.name], fold_runs, *gam))
-        report = write_report(self.out)
-        (self.out / "timing.txt").write_text(f"wall seconds (this invocation): {time.time() - started:.1f}\n")
+            clock.start(f"fusion stacks after the last detectors ({self._workers()} worker(s))")
+        clock.stop()
+        with clock("report"):
+            report = write_report(self.out)
+        write_atomic(self.out / "timing.txt", clock.text())
         return report
 
     # --- checks -----------------------------------------------------------------
