@@ -49,7 +49,7 @@ def group_metrics(predictions: pd.DataFrame, column: str) -> dict[str, float | s
         total = per_group(among)
         return np.divide(per_group(hits & among), total, out=np.zeros_like(total), where=total > 0)
 
-    accuracy = per_group(labels == predicted) / per_group(np.ones(len(codes), bool))
+    accuracy = per_group(labels == predicted) / np.bincount(codes, minlength=len(groups))
     odds = []
     for c in sorted(set(labels)):
         positive, chosen = labels == c, predicted == c
