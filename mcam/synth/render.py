@@ -99,10 +99,12 @@ class FaceRenderer:
         light /= np.linalg.norm(light)
         shade = params.ambient + (1 - params.ambient) * np.clip(normals @ light, 0, 1)
         order = np.argsort((a[:, 2] + b[:, 2] + c[:, 2]))  # far to near: painter's algorithm
-        colors = (np.asarray(params.skin, np.float32)[None] * shade[:, None]).tolist()
-        points = np.round(xy[tri] * 16).astype(np.int32)  # 4 fractional bits for sub-pixel accuracy
-        for i in order[facing[order]]:
-            cv2.fillConvexPoly(image, points[i], colors[i], cv2.LINE_8, 4)
+        drawn = order[facing[order]]
+        colors = (np.asarray(params.skin, np.float32)[None] * shade[drawn, None]).tolist()
+        points = np.round(xy[tri[drawn]] * 16).astype(np.int32)  # 4 fractional bits for sub-pixel accuracy
+        fill = cv2.fillConvexPoly  # one call per triangle: the loop is most of a frame's time, kept lean
+        for triangle, color in zip(points, colors):
+            fill(image, triangle, color, cv2.LINE_8, 4)
         mean_shade = float(np.median(shade[facing]))
         self._paint_features(image, xy, params, mean_shade)
         image = cv2.resize(image, (params.size, params.size), interpolation=cv2.INTER_AREA)
