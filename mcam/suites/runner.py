@@ -255,7 +255,7 @@ def execute_job(job: FusionJob) -> list[dict[str, Any]]:
 
     torch.set_num_threads(1)
     quiet_lightning()
-    started = time.time()
+    started = time.monotonic()
     spec, first = job.spec, job.runs[0]
     stack_dir = job.out / "stacks" / stack_id(first).replace(">", "")
     for folder in [stack_dir, *(run_dir(job.out, r) for r in job.runs)]:
@@ -269,7 +269,7 @@ def execute_job(job: FusionJob) -> list[dict[str, Any]]:
             args += ["--config", str(config)]
         run_lightning_cli(args)
     keys = dict(job.keys)
-    seconds = round((time.time() - started) / len(job.runs), 2)
+    seconds = round((time.monotonic() - started) / len(job.runs), 2)
     rows = []
     for run in job.runs:
         folder = run_dir(job.out, run)
@@ -374,18 +374,18 @@ class StageClock:
     """Wall seconds per stage of a suite invocation, for timing.txt (first line: the whole invocation)."""
 
     def __init__(self) -> None:
-        self.begun = time.time()
+        self.begun = time.monotonic()
         self.stages: dict[str, float] = {}
         self._open: tuple[str, float] | None = None
 
     def start(self, name: str) -> None:
         self.stop()
-        self._open = (name, time.time())
+        self._open = (name, time.monotonic())
 
     def stop(self) -> None:
         if self._open is not None:
             name, since = self._open
-            self.stages[name] = self.stages.get(name, 0.0) + time.time() - since
+            self.stages[name] = self.stages.get(name, 0.0) + time.monotonic() - since
             self._open = None
 
     @contextlib.contextmanager
@@ -397,7 +397,7 @@ class StageClock:
             self.stop()
 
     def text(self) -> str:
-        lines = [f"wall seconds (this invocation): {time.time() - self.begun:.1f}"]
+        lines = [f"wall seconds (this invocation): {time.monotonic() - self.begun:.1f}"]
         return "\n".join(lines + [f"  {name}: {seconds:.1f}" for name, seconds in self.stages.items()]) + "\n"
 
 
