@@ -1,7 +1,9 @@
 """The AU corpus (issue 13): rendered without emotion labels, read only as such, and what the AU detector learns
-from it: the regressor on the corpus, then (regressor: frozen) only the AU -> emotion SVM on the source region."""
+from it: the regressor on the corpus (joined by the source region's AU-coded training faces), then (regressor:
+frozen) only the AU -> emotion SVM on the source region."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,11 +14,12 @@ import torch
 import yaml
 
 from mcam.cues.extract import build_detectors, training_set
-from mcam.cues.pretrain import au_corpus_base, stored_detectors
+from mcam.cues.pretrain import au_coded_rows, au_corpus_base, stored_detectors
 from mcam.detector import InputKind
 from mcam.errors import InputError
 from mcam.labels import AU_NAMES
-from mcam.manifest import ManifestError, load_manifest
+from mcam.manifest import Manifest, ManifestError, load_manifest
+from mcam.splits import train_val_split
 from mcam.store import ArtifactStore
 from mcam.synth.generate import corpus_aus
 from mcam_detectors.au_regressor import AURegressor
@@ -116,3 +119,29 @@ def test_pretrain_cli_trains_the_au_regressor_on_the_corpus(corpus: Path, tiny_s
     capsys.readouterr()
     assert main([*argv, "--detectors", "micro", "--out", str(tmp_path / "det2")]) == 2
     assert "none of --detectors ['micro'] learns from an AU corpus" in capsys.readouterr().err
+
+
+def test_source_au_codes_join_the_corpus_train_part_only(corpus: Path, tiny_synth: Path, tmp_path: Path) -> None:
+    """The AU-coded faces of the source pre-training's train part join the corpus (labels left out, files the same);
+    its val subjects and rows without AUs stay out, and a source without AU columns adds nothing."""
+    manifest = load_manifest(corpus, labelled=False)
+    source = load_manifest(tiny_synth)
+    source = source.subset(source.table["region"] == "western_posed")
+    train, val = train_val_split(source, 0.2, 0)
+    train.table.loc[0, list(AU_NAMES)] = np.nan  # an unannotated row
+    joined = au_coded_rows(manifest, train)
+    table = joined.table
+    assert len(table) == len(manifest) + len(train) - 1 and not joined.labelled and (table["label"] == "").all()
+    assert set(table["sample_id"]) == set(manifest.table["sample_id"]) | set(train.table["sample_id"][1:])
+    assert not set(table["subject"]) & set(val.table["subject"])
+    for part in (manifest, train.subset(train.table.index > 0)):
+        row = table.set_index("sample_id").loc[part.table["sample_id"].iloc[-1]]
+        assert joined.resolve(row["path"]).resolve() == part.resolve(part.table["path"].iloc[-1]).resolve()
+        assert np.allclose(row[list(AU_NAMES)].to_numpy(float), part.table[list(AU_NAMES)].iloc[-1].to_numpy(float))
+    assert au_coded_rows(manifest, train.subset(train.table.index == 0)) is manifest
+    assert au_coded_rows(manifest, Manifest(train.table.drop(columns=list(AU_NAMES)), train.root)) is manifest
+
+    store = ArtifactStore(tmp_path / "store")
+    base = au_corpus_base(store, manifest, ["au"], source=source, val_fraction=0.2, epochs=1, seed=0)
+    made = json.loads((Path(base["au"]["weights"]).parent / "au.metrics.json").read_text())["metrics"]
+    assert made["n_train"] + made["n_val"] == len(manifest) + len(train_val_split(source, 0.2, 0)[0])

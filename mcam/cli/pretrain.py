@@ -6,11 +6,12 @@ import logging
 from pathlib import Path
 
 from mcam.cli.options import device, fraction, non_negative_int, positive_int
-from mcam.cues.pretrain import DEFAULT_PRECISION, PRECISIONS, frozen_regressors, pretrain_detectors
+from mcam.cues.pretrain import DEFAULT_PRECISION, PRECISIONS, au_coded_rows, frozen_regressors, pretrain_detectors
 from mcam.errors import InputError
 from mcam.io import ensure_writable
 from mcam.manifest import load_manifest
 from mcam.registry import detector_class
+from mcam.splits import train_val_split
 
 DEFAULT_TRAIN = "vgg,au,micro,micro_plus,macro_cnn"
 DEFAULT_KEEP = "macro"
@@ -32,7 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--au-corpus", default=None,
                         help="an AU corpus folder (ground-truth AUs, no emotion labels; e.g. `mcam synth --config "
                              "configs/synth/au_corpus.yaml`): the AU detectors among --detectors train their regressor "
-                             "on it first (into <out>/au_corpus), then only their AU -> emotion SVM on --data")
+                             "on it first (into <out>/au_corpus; joined by --data's training faces that carry AU "
+                             "columns), then only their AU -> emotion SVM on --data")
     parser.add_argument("--out", required=True, help="folder for <name>.pt, <name>.metrics.json, detectors.yaml")
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per detector (default: each detector's)")
     parser.add_argument("--val-fraction", type=fraction, default=0.2, help="fraction of subjects held out for val")
@@ -69,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
         names = [n for n in train if detector_class(n).learns_from_aus]
         if not names:
             raise InputError(f"--au-corpus: none of --detectors {train} learns from an AU corpus")
-        corpus = load_manifest(args.au_corpus, labelled=False)
+        if args.region != "all" and args.region not in manifest.regions:
+            raise InputError(f"--region {args.region!r} not in {args.data}; regions: {manifest.regions}")
+        region = manifest if args.region == "all" else manifest.subset(manifest.table["region"] == args.region)
+        # the AU-coded faces --data trains on (its train part: the SVM's rows) join the corpus, as in suites
+        corpus = au_coded_rows(load_manifest(args.au_corpus, labelled=False),
+                               train_val_split(region, args.val_fraction, args.seed)[0])
         base = frozen_regressors(pretrain_detectors(corpus, names, Path(args.out) / "au_corpus", train=names,
                                                     **settings))
     spec = pretrain_detectors(manifest, [*train, *_names(args.keep)], args.out,

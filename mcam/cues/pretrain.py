@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from mcam.cues.extract import build_detectors, default_clip_column, load_spec, training_set
@@ -24,7 +25,7 @@ from mcam.detector import Detector, default_device
 from mcam.determinism import training_threads
 from mcam.io import write_atomic
 from mcam.errors import InputError
-from mcam.manifest import MANIFEST_FILE, Manifest
+from mcam.manifest import MANIFEST_FILE, Manifest, validate
 from mcam.registry import create_detector, detector_class
 from mcam.splits import check_learnable, train_val_split
 from mcam.store import ArtifactStore
@@ -158,16 +159,40 @@ def stored_detectors(store: ArtifactStore, manifest: Manifest, names: Sequence[s
     return folder / SPEC_FILE
 
 
-def au_corpus_base(store: ArtifactStore, corpus: Manifest, names: Sequence[str], *, epochs: int | None = None,
-                   seed: int = 0, threads: int = 1, device: str | None = None,
-                   precision: str = DEFAULT_PRECISION) -> dict[str, dict[str, Any]]:
+def au_corpus_base(store: ArtifactStore, corpus: Manifest, names: Sequence[str], *, source: Manifest | None = None,
+                   val_fraction: float = 0.2, epochs: int | None = None, seed: int = 0, threads: int = 1,
+                   device: str | None = None, precision: str = DEFAULT_PRECISION) -> dict[str, dict[str, Any]]:
     """The AU detectors `names` with their regressors pre-trained on an AU corpus (rows with ground-truth AUs and no
     emotion labels, standing in for DISFA/BP4D; a store entry), as base spec entries for the source pre-training:
-    the corpus weights with `regressor: frozen`, so the source region trains only their AU -> emotion SVM."""
+    the corpus weights with `regressor: frozen`, so the source region trains only their AU -> emotion SVM.
+
+    With `source` (the source pre-training's rows), its AU-coded rows of the train part that split gives
+    (`train_val_split(source, val_fraction, seed)`: the rows the SVM trains on) join the corpus (`au_coded_rows`), as
+    real AU detectors train on several AU-coded datasets (DISFA, BP4D, CK+'s FACS codes)."""
     if not names:
         return {}
-    return frozen_regressors(stored_detectors(store, corpus, names, names, epochs=epochs, seed=seed, val_fraction=0.2,
+    rows = corpus if source is None else au_coded_rows(corpus, train_val_split(source, val_fraction, seed)[0])
+    return frozen_regressors(stored_detectors(store, rows, names, names, epochs=epochs, seed=seed, val_fraction=0.2,
                                               threads=threads, purpose="au_corpus", device=device, precision=precision))
+
+
+def au_coded_rows(corpus: Manifest, coded: Manifest) -> Manifest:
+    """The AU corpus and the rows of `coded` whose AUs are annotated, as one AU corpus (their emotion labels left out,
+    so they train AU regressors only; paths relative to the two folders' common parent). `corpus` itself when
+    `coded` carries no AU columns (e.g. FER2013) or none of its rows is annotated."""
+    aus = [c for c in corpus.au_columns if c in coded.au_columns]
+    annotated = coded.table[aus].notna().any(axis=1) if aus else pd.Series(False, index=coded.table.index)
+    if not annotated.any():
+        return corpus
+    root = Path(os.path.commonpath([corpus.root.resolve(), coded.root.resolve()]))
+    columns = [c for c in corpus.table.columns if c in coded.table.columns and c not in ("clip", "micro_clip")]
+    parts = []
+    for part in (corpus, coded.subset(annotated)):
+        table = part.table[columns].assign(label="")
+        folder = os.path.relpath(part.root.resolve(), root)
+        parts.append(table.assign(path=[Path(folder, p).as_posix() for p in table["path"]]))
+    return Manifest(validate(pd.concat(parts, ignore_index=True), f"{corpus.root} + {coded.root}", labelled=False),
+                    root)
 
 
 def frozen_regressors(spec: SpecLike) -> dict[str, dict[str, Any]]:

@@ -548,8 +548,8 @@ def selection_text(out: Path, results: pd.DataFrame) -> str:
     corpus = (spec or {}).get("au_corpus")
     if corpus and "au" in (spec or {}).get("pretrain", []) and (spec or {}).get("source_region"):
         text += (f" The au detector's regressor was pre-trained on the AU corpus {corpus.get('dir')} (ground-truth "
-                 f"AUs, no emotion labels; {corpus.get('synth_config')}, seed {corpus.get('synth_seed', 0)}), its "
-                 f"AU -> emotion SVM on the source region.")
+                 f"AUs, no emotion labels; {corpus.get('synth_config')}, seed {corpus.get('synth_seed', 0)}) joined "
+                 f"by the source region's AU-coded training faces, its AU -> emotion SVM on the source region.")
     return text
 
 

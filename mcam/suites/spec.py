@@ -58,8 +58,8 @@ class SuiteSpec:
         "dir": "data/synth", "synth_config": "configs/synth/default.yaml", "synth_seed": 1})
     source_region: str | None = "western_posed"  # LAM detectors are pre-trained on its train/val subjects
     # an AU corpus (faces with ground-truth AUs, no emotion labels; rendered from `synth_config` when missing): the
-    # AU detectors among `pretrain` train their regressor on it, then only their AU -> emotion SVM on the source
-    # region (null: everything trains on the source region)
+    # AU detectors among `pretrain` train their regressor on it (joined by the source region's AU-coded training
+    # faces), then only their AU -> emotion SVM on the source region (null: everything trains on the source region)
     au_corpus: DataSpec | None = field(default_factory=lambda: {
         "dir": "data/au_corpus", "synth_config": "configs/synth/au_corpus.yaml", "synth_seed": 1})
     detectors: list[str] = field(default_factory=lambda: ["vgg", "au", "micro", "micro_plus", "macro"])
