@@ -10,10 +10,11 @@ three ways, per detector seed:
   AU corpus + source AUs what suites do (benchmarks/loro.yaml): the regressor on the AU corpus joined by the AU-coded
                          faces of the source pre-training's train part (as real AU detectors train on DISFA, BP4D
                          and CK+'s FACS codes together), then only the SVM on the source region
-and scores each on the test subjects of every region (never trained on): per-AU Pearson r over the AUs that vary
-in that region's truth, their mean, mean absolute error, and the SVM's emotion accuracy; beside them the MAE of
-predicting the source training rows' mean AUs (what "learned nothing" scores; its r is undefined). Detectors are
-trained through the artifact store (`--store`), so a rerun trains nothing.
+and scores each on the test subjects of every region (never trained on), and the joint one also on the AU corpus
+identities it never trained on (which AUs can be read at all): per-AU Pearson r over the AUs that vary in the
+truth, their mean, mean absolute error, and the SVM's emotion accuracy; beside them the MAE of predicting the
+source training rows' mean AUs (what "learned nothing" scores; its r is undefined). Detectors are trained through
+the artifact store (`--store`), so a rerun trains nothing.
 
     python benchmarks/au_quality.py                       # data/synth and data/au_corpus (rendered if missing)
     python benchmarks/au_quality.py --seeds 0,1,2 --out benchmarks/results/au_quality.md
@@ -31,9 +32,10 @@ import pandas as pd
 import torch
 
 from mcam.cues.extract import build_detectors, training_set
-from mcam.cues.pretrain import au_corpus_base, stored_detectors
+from mcam.cues.pretrain import au_coded_rows, au_corpus_base, stored_detectors
 from mcam.detector import InputKind
 from mcam.labels import AU_NAMES, head_map
+from mcam.splits import train_val_split
 from mcam.store import ArtifactStore
 from mcam.suites.runner import ensure_data
 from mcam_detectors.au_svm import au_targets
@@ -41,6 +43,12 @@ from mcam_detectors.au_svm import au_targets
 DATA = {"dir": "data/synth", "synth_config": "configs/synth/default.yaml", "synth_seed": 1}
 CORPUS = {"dir": "data/au_corpus", "synth_config": "configs/synth/au_corpus.yaml", "synth_seed": 1}
 JOINT = "AU corpus + source AUs"  # what suites train (benchmarks/loro.yaml)
+CORPUS_UNSEEN = "au_corpus (unseen identities)"
+# a second, secondary mean: over the AUs that occur (intensity >= the corpus's lowest drawn one, 0.15) in at least
+# 3% of the region's faces, as AU benchmarks score only AUs frequent enough to measure (Girard et al. 2015, Behav.
+# Res. Methods: the 12 AUs that occurred more than 3% of the time); over an AU shown by 1% of the faces, r measures
+# little but noise. The issue's target stays on the mean over every varying AU.
+OCCURS, FREQUENT = 0.15, 0.03
 
 
 def pearson_by_au(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -66,6 +74,20 @@ def train_variants(store: ArtifactStore, source, corpus, seed: int, threads: int
             specs[name, variant] = stored_detectors(store, source, [name], [name], base_spec=base, val_fraction=0.2,
                                                     **settings)
     return specs
+
+
+def frequent(scores: dict[str, float], truth: np.ndarray) -> list[str]:
+    """The scored AUs that occur (>= OCCURS) in at least FREQUENT of the faces."""
+    rate = (truth >= OCCURS).mean(axis=0)
+    return [au for au in scores if rate[AU_NAMES.index(au)] >= FREQUENT]
+
+
+def unseen_corpus(corpus, source, seed: int):
+    """The AU corpus faces whose identities the joint regressor of `seed` never trained on (its validation part):
+    how well each AU can be read at all, on the corpus's own sparse random AU combinations."""
+    joined = au_coded_rows(corpus, train_val_split(source, 0.2, seed)[0])
+    unseen = train_val_split(joined, 0.2, seed)[1]
+    return training_set(unseen.subset(unseen.table["region"] == corpus.table["region"].iloc[0]), InputKind.IMAGE)
 
 
 def main() -> int:
@@ -98,14 +120,19 @@ def main() -> int:
         for (name, variant), spec in train_variants(store, source, corpus, seed, args.threads,
                                                     args.detectors.split(",")).items():
             detector = build_detectors(spec, device="cpu")[name]
-            for region, data in faces.items():
+            scored = {**faces, CORPUS_UNSEEN: unseen_corpus(corpus, source, seed)} if variant == JOINT else faces
+            for region, data in scored.items():
                 truth = au_targets(data)
                 predicted = detector.predict_aus(data.faces)
                 r = pearson_by_au(predicted, truth)
-                accuracy = detector.svm.score(predicted, [head.target(label) for label in data.labels])
+                accuracy = detector.svm.score(predicted, [head.target(label) for label in data.labels]) \
+                    if region != CORPUS_UNSEEN else np.nan
+                role = "source" if region == args.source else "corpus" if region == CORPUS_UNSEEN else "held out"
                 rows.append({"detector": name, "training": variant, "seed": seed, "region": region,
-                             "role": "source" if region == args.source else "held out", "faces": len(data.faces),
+                             "role": role, "faces": len(data.faces),
                              "AUs scored": len(r), "mean r": np.mean(list(r.values())),
+                             "AUs in >=3%": len(frequent(r, truth)),
+                             "mean r, AUs in >=3%": np.mean([r[au] for au in frequent(r, truth)]),
                              "min r": min(r.values()), "MAE": float(np.abs(predicted - truth).mean()),
                              "mean-prediction MAE": float(np.abs(baseline_mean - truth).mean()),
                              "SVM emotion acc": accuracy})
@@ -123,7 +150,8 @@ def main() -> int:
         verdicts += [f"{name}, {JOINT}: mean per-AU r >= 0.7 on every held-out region: "
                      f"{'met' if worst >= 0.7 else 'not met'} (lowest {worst:.3f}); source region "
                      f"{source_r.get((name, JOINT), np.nan):.3f} (source only: "
-                     f"{source_r.get((name, 'source only'), np.nan):.3f})"]
+                     f"{source_r.get((name, 'source only'), np.nan):.3f}); secondary, over the AUs in >= 3% of a "
+                     f"region's faces: lowest held-out {held[held['detector'] == name]['mean r, AUs in >=3%'].min():.3f}"]
     lines = [f"# au_quality: the AU detectors by region ({len(args.seeds.split(','))} detector seed(s): {args.seeds})",
              "", f"Source region {args.source} (train/val subjects); scored on every region's test subjects; "
              f"AU corpus: {len(corpus)} faces of {corpus.table['subject'].nunique()} identities "

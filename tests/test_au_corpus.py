@@ -116,9 +116,16 @@ def test_pretrain_cli_trains_the_au_regressor_on_the_corpus(corpus: Path, tiny_s
     spec = yaml.safe_load((out / "detectors.yaml").read_text())["detectors"]
     assert spec == {"au": {"regressor": "frozen", "weights": "au.pt"}}
     assert (out / "au_corpus" / "au.pt").is_file()
+    data = load_manifest(tiny_synth)
+    source = data.subset((data.table["region"] == "western_posed") & (data.table["split"] != "test"))
+    made = json.loads((out / "au_corpus" / "au.metrics.json").read_text())["metrics"]
+    assert made["n_train"] + made["n_val"] == len(load_manifest(corpus, labelled=False)) + len(
+        train_val_split(source, 0.2, 0)[0])  # the corpus and --data's AU-coded training faces
     capsys.readouterr()
     assert main([*argv, "--detectors", "micro", "--out", str(tmp_path / "det2")]) == 2
     assert "none of --detectors ['micro'] learns from an AU corpus" in capsys.readouterr().err
+    assert main([*argv, "--detectors", "au", "--region", "mars", "--out", str(tmp_path / "det3")]) == 2
+    assert "--region 'mars' not in" in capsys.readouterr().err and not (tmp_path / "det3" / "au_corpus").exists()
 
 
 def test_source_au_codes_join_the_corpus_train_part_only(corpus: Path, tiny_synth: Path, tmp_path: Path) -> None:
