@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +48,9 @@ def test_bench_loro_smoke(tmp_path: Path) -> None:
     assert {"data", "LAM detectors and cues, detector seed 0", "report"} <= set(stages)
     assert any(name.startswith("GAM detectors") for name in stages) and any(n.startswith("fusion") for n in stages)
     assert 0 < sum(map(float, stages.values())) <= float(timing[0].rsplit(": ", 1)[1]) + 0.1
+    environment = (out / "environment.txt").read_text().splitlines()  # what it ran with: python, every package
+    assert environment[0].startswith("python 3.") and f"torch=={version('torch')}" in environment
+    assert "environment.txt" in report
     run_dir = out / results["run_dir"].iloc[0]
     for name in ("run.yaml", "config.yaml", "predictions.csv"):
         assert (run_dir / name).exists(), name

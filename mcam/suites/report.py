@@ -582,7 +582,7 @@ def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.
              f"seeds]; the {MEAN} covers held-out folds only. See 'How these numbers were made' below.",
              "Every MCAM (attention) number stands beside its baselines; nothing is tuned per region.",
              selection_text(out, results), "",
-             "Reproduce:", "", "```bash", command, "```", ""]
+             "Reproduce (the package versions it ran with: `environment.txt`):", "", "```bash", command, "```", ""]
     for mode in sorted(summary["mode"].unique()):
         table = accuracy_matrix(summary, mode).to_markdown(disable_numparse=True)
         lines += [f"## {mode.upper()}: accuracy per held-out fold", "", table, ""]

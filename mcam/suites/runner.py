@@ -15,9 +15,11 @@ import datetime as _dt
 import fcntl
 import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
+import platform
 import shutil
 import socket
 import threading
@@ -370,6 +372,14 @@ class JobRunner:
             self.bar.close()
 
 
+def environment_text() -> str:
+    """What ran a suite, for environment.txt: Python, the platform and every installed distribution's version
+    (scripts/constraints.txt pins them; results from two environments are not the same experiment)."""
+    packages = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
+                       if d.metadata["Name"]}, key=str.lower)
+    return "\n".join([f"python {platform.python_version()} ({platform.platform()})", *packages]) + "\n"
+
+
 class StageClock:
     """Wall seconds per stage of a suite invocation, for timing.txt (first line: the whole invocation)."""
 
@@ -435,6 +445,7 @@ class SuiteRunner:
         write_atomic(self.out / "suite.yaml", yaml.safe_dump(self.spec.to_dict(), sort_keys=False))
         if self.command:
             write_atomic(self.out / "command.txt", self.command + "\n")
+        write_atomic(self.out / "environment.txt", environment_text())
         reserved = self._reserved(manifest)
         folds = make_folds(self.spec.protocol, manifest.table, reserved, self.spec.val_fraction,
                            seed=self.spec.split_seed, args=self.spec.protocol_args, only=self.spec.folds)
