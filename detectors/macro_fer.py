@@ -185,5 +185,11 @@ class MacroFER(GrayClassifierDetector):
 
     def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int = 5, lr: float = 1e-4,
             batch_size: int = 32, seed: int = 0, precision: str = "32-true") -> dict[str, float]:
-        """Fine-tune the whole network on canonical-labelled faces (GAM); returns metrics."""
-        return self._fit(train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, precision=precision)
+        """Fine-tune the whole network on canonical-labelled faces (GAM); returns metrics.
+
+        On the CPU the fine-tuning runs ATen's own convolutions, not oneDNN's: with torch 2.14.1, oneDNN's backward
+        of this network's depthwise convolutions crashes the process (segmentation fault) on a Xeon with AVX512-FP16
+        (family 6 model 207), and only there (tests/test_macro_detectors.py). Extraction keeps oneDNN."""
+        with torch.backends.mkldnn.flags(enabled=False):  # the CPU only: CUDA runs cuDNN either way
+            return self._fit(train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                             precision=precision)
