@@ -190,6 +190,11 @@ class MacroFER(GrayClassifierDetector):
         On the CPU the fine-tuning runs ATen's own convolutions, not oneDNN's: with torch 2.14.1, oneDNN's backward
         of this network's depthwise convolutions crashes the process (segmentation fault) on a Xeon with AVX512-FP16
         (family 6 model 207), and only there (tests/test_macro_detectors.py). Extraction keeps oneDNN."""
-        with torch.backends.mkldnn.flags(enabled=False):  # the CPU only: CUDA runs cuDNN either way
+        # only oneDNN's on/off switch (torch's `flags()` also resets its TF32 and determinism settings); CUDA runs
+        # cuDNN either way
+        enabled = torch.backends.mkldnn.set_flags(False, None, None, None)[0]
+        try:
             return self._fit(train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                              precision=precision)
+        finally:
+            torch.backends.mkldnn.set_flags(enabled, None, None, None)

@@ -164,6 +164,7 @@ def test_macro_fine_tunes_and_round_trips(macro, tmp_path):
     assert before == macro.fingerprint()
     metrics = tuned.fit(_bright_dark_set(16, seed=3), epochs=1)
     assert metrics["n_train"] == 16 and np.isfinite(metrics["train_loss"])
+    assert torch.backends.mkldnn.enabled  # fine-tuning turns oneDNN off for itself only
     assert tuned.fingerprint() != before
     batch = FaceBatch(["a", "b"], images=_bright_dark_set(2, seed=4).faces)
     cues, _ = tuned.extract(batch)
