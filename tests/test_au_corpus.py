@@ -149,6 +149,6 @@ def test_source_au_codes_join_the_corpus_train_part_only(corpus: Path, tiny_synt
     assert au_coded_rows(manifest, Manifest(train.table.drop(columns=list(AU_NAMES)), train.root)) is manifest
 
     store = ArtifactStore(tmp_path / "store")
-    base = au_corpus_base(store, manifest, ["au"], source=source, val_fraction=0.2, epochs=1, seed=0)
+    base = au_corpus_base(store, manifest, ["au"], source=source, source_val_fraction=0.2, epochs=1, seed=0)
     made = json.loads((Path(base["au"]["weights"]).parent / "au.metrics.json").read_text())["metrics"]
     assert made["n_train"] + made["n_val"] == len(manifest) + len(train_val_split(source, 0.2, 0)[0])

@@ -541,8 +541,8 @@ class SuiteRunner:
         settings = {"epochs": self.spec.pretrain_epochs, "seed": seed, "threads": self.spec.threads,
                     "device": self.device}
         source = self._source(manifest)
-        base = au_corpus_base(self.store, self._au_corpus, self._corpus_detectors, source=source, val_fraction=0.2,
-                              **settings)
+        base = au_corpus_base(self.store, self._au_corpus, self._corpus_detectors, source=source,
+                              source_val_fraction=0.2, **settings)
         spec_path = stored_detectors(self.store, source, names, self.spec.pretrain, base_spec=base, val_fraction=0.2,
                                      purpose="pretrain", **settings)
         return spec_path, self._extract(manifest, build_detectors(spec_path, device=self.device))
