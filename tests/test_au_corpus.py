@@ -152,3 +152,22 @@ def test_source_au_codes_join_the_corpus_train_part_only(corpus: Path, tiny_synt
     base = au_corpus_base(store, manifest, ["au"], source=source, source_val_fraction=0.2, epochs=1, seed=0)
     made = json.loads((Path(base["au"]["weights"]).parent / "au.metrics.json").read_text())["metrics"]
     assert made["n_train"] + made["n_val"] == len(manifest) + len(train_val_split(source, 0.2, 0)[0])
+
+
+def test_a_rendered_folder_is_reused_only_for_the_config_and_seed_that_made_it(corpus: Path, tmp_path: Path) -> None:
+    from mcam.suites.runner import ensure_data
+
+    spec = {"dir": str(corpus), "synth_config": str(CORPUS_CONFIG), "synth_seed": 0}
+    assert len(ensure_data(spec, tmp_path, progress=False, labelled=False)) == 48  # as rendered: reused
+    with pytest.raises(InputError, match=r"seed 0 \(wanted 3\).*Remove the folder"):
+        ensure_data({**spec, "synth_seed": 3}, tmp_path, progress=False, labelled=False)
+    bigger = tmp_path / "au_corpus_bigger.yaml"  # the same corpus config with more identities
+    bigger.write_text(CORPUS_CONFIG.read_text().replace("subjects: 8", "subjects: 9").replace(
+        "regions/", str(REPO / "configs" / "synth" / "regions") + "/"))
+    with pytest.raises(InputError, match=r"subjects 8 \(wanted 9\)"):
+        ensure_data({**spec, "synth_config": str(bigger)}, tmp_path, progress=False, labelled=False)
+    record = corpus / "synth_config.yaml"  # a folder rendered before the digest was recorded: seed and size compared
+    record.write_text(yaml.safe_dump({"config": "x.yaml", "seed": 0, "subjects": 8}))
+    assert len(ensure_data(spec, tmp_path, progress=False, labelled=False)) == 48
+    with pytest.raises(InputError, match=r"subjects 8 \(wanted 9\)"):
+        ensure_data({**spec, "synth_config": str(bigger)}, tmp_path, progress=False, labelled=False)

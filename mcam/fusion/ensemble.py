@@ -196,6 +196,13 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         if data is None or not hasattr(data, "part_tensors"):
             raise TypeError("FusionEnsemble trains from a CueDataModule (it draws each member's batches itself)")
         data.whole_parts = True  # one batch per part: the epoch's minibatches are drawn here, per member
+        # deterministic mode fills every new tensor with NaN, against reads of memory never written; no kernel here
+        # reads any, and the fills cost about 6% of an attention stack's epoch (two identical runs stay identical)
+        self._fill_memory = torch.utils.deterministic.fill_uninitialized_memory
+        torch.utils.deterministic.fill_uninitialized_memory = False
+
+    def teardown(self, stage: str) -> None:
+        torch.utils.deterministic.fill_uninitialized_memory = getattr(self, "_fill_memory", True)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         optimizers = [torch.optim.Adam([p], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -270,8 +277,9 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
 
     @torch.no_grad()
     def _adam_step(self, active: Sequence[int]) -> None:
-        """One Adam step of every active member: torch's Adam (`torch.optim.adam.adam`, foreach) on each member's
-        own state, one call per learning rate in use (members' plateau schedules differ), not one per member."""
+        """One Adam step of every active member: torch's fused Adam kernel (`torch.optim.adam.adam`, fused; 4-5x
+        faster than foreach on CPU, each element's update computed alone, so a member's numbers do not depend on the
+        stack) on each member's own state, one call per learning rate in use (members' plateau schedules differ)."""
         by_lr: dict[float, list[int]] = {}
         for i in active:
             by_lr.setdefault(self._state[i].optimizer.param_groups[0]["lr"], []).append(i)
@@ -280,10 +288,11 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
             states = [self._state[i].optimizer.state[p] for i, p in zip(members, params)]
             for state, p in zip(states, params):
                 if not state:  # as Adam initialises its state on the first step
-                    state.update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                    state.update(step=torch.zeros((), device=p.device), exp_avg=torch.zeros_like(p),
+                                 exp_avg_sq=torch.zeros_like(p))
             group = self._state[members[0]].optimizer.param_groups[0]
             adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                 [], [s["step"] for s in states], foreach=True, amsgrad=False, beta1=group["betas"][0],
+                 [], [s["step"] for s in states], fused=True, amsgrad=False, beta1=group["betas"][0],
                  beta2=group["betas"][1], lr=lr, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
             for i, p in zip(members, params):
                 p.grad = None

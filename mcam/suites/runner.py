@@ -105,13 +105,16 @@ def ensure_data(data: Mapping[str, Any], out: Path, progress: bool = True, label
     if "dirs" in data:
         return merge_manifests([Path(d) for d in data["dirs"]], out / "data")
     folder = Path(data["dir"])
-    if not (folder / "manifest.csv").exists():
-        if not data.get("synth_config"):
-            raise FileNotFoundError(f"{folder}/manifest.csv not found (prepare the dataset with `mcam prepare`)")
-        from mcam.synth.generate import generate
+    if data.get("synth_config"):
+        from mcam.synth.generate import check_rendering, generate
 
-        generate(folder, resolve_path(str(data["synth_config"])), seed=int(data.get("synth_seed", 0)),
-                 progress=progress)
+        config, seed = resolve_path(str(data["synth_config"])), int(data.get("synth_seed", 0))
+        if (folder / "manifest.csv").exists():
+            check_rendering(folder, config, seed)
+        else:
+            generate(folder, config, seed=seed, progress=progress)
+    elif not (folder / "manifest.csv").exists():
+        raise FileNotFoundError(f"{folder}/manifest.csv not found (prepare the dataset with `mcam prepare`)")
     return load_manifest(folder, labelled=labelled)
 
 

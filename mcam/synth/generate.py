@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -15,6 +16,7 @@ import yaml
 from tqdm import tqdm
 
 from mcam.assets import load_yaml, parse_config, resolve_path
+from mcam.errors import InputError
 from mcam.io import atomic_output, ensure_writable, write_atomic
 from mcam.labels import CANONICAL, head_map
 from mcam.manifest import save_manifest
@@ -296,7 +298,7 @@ def generate_au_corpus(out_dir: str | Path, config_path: str | Path, seed: int =
     manifest = save_manifest(table, out / "manifest.csv", labelled=False)
     contact_sheet(table, out, out / "contact_sheet.png")
     write_atomic(out / "synth_config.yaml", yaml.safe_dump(
-        {"config": str(path.resolve()), "seed": seed, "subjects": int(config.au_corpus.get("subjects", 1))}))
+        {"config": str(path.resolve()), **rendering(path, seed, int(config.au_corpus.get("subjects", 1)))}))
     return manifest
 
 
@@ -361,5 +363,42 @@ def generate(out_dir: str | Path, config_path: str | Path = DEFAULT_CONFIG, seed
     manifest = save_manifest(table, out / "manifest.csv")
     contact_sheet(table, out, out / "contact_sheet.png")
     write_atomic(out / "synth_config.yaml", yaml.safe_dump(
-        {"config": str(resolve_path(config_path).resolve()), "seed": seed, "subjects_per_region": config.subjects_per_region}))
+        {"config": str(resolve_path(config_path).resolve()), **rendering(config_path, seed, config.subjects_per_region)}))
     return manifest
+
+
+RENDERING = "synth_config.yaml"  # in a rendered folder: what it was rendered from (`rendering`)
+
+
+def rendering(config_path: str | Path, seed: int, subjects: int | None = None) -> dict[str, Any]:
+    """What a rendering is made from: the seed, the subject count (the config's, or `subjects` when overridden) and
+    a digest of the config file's and its region files' bytes. Written beside every rendering; `check_rendering`
+    compares it before a folder is reused."""
+    path = resolve_path(config_path)
+    data = load_yaml(path, RegionConfigError)
+    if subjects is None:
+        subjects = (data.get("au_corpus") or {}).get("subjects", 1) if "au_corpus" in data \
+            else data.get("subjects_per_region")
+    digest = hashlib.sha256(path.read_bytes())
+    for region in data.get("regions") or []:
+        digest.update(resolve_path(region, base=path.parent, asset_base="configs/synth").read_bytes())
+    return {"seed": int(seed), "subjects": int(subjects), "config_sha256": digest.hexdigest()[:16]}
+
+
+def check_rendering(folder: str | Path, config_path: str | Path, seed: int) -> None:
+    """InputError unless `folder` was rendered from `config_path` with `seed` (its synth_config.yaml; a
+    folder without one, e.g. a prepared dataset, passes): a folder rendered from another config, seed or size would
+    otherwise be reused as if the spec had made it."""
+    recorded_path = Path(folder) / RENDERING
+    if not recorded_path.is_file():
+        return
+    recorded = yaml.safe_load(recorded_path.read_text()) or {}
+    if "subjects" not in recorded:  # written before `rendering` (subjects_per_region, no digest)
+        recorded["subjects"] = recorded.get("subjects_per_region")
+    wanted = rendering(config_path, seed)
+    differ = [f"{key} {recorded[key]} (wanted {value})" for key, value in wanted.items()
+              if key in recorded and recorded[key] != value]  # an older record lacks the digest
+    if differ:
+        raise InputError(
+            f"{folder}: rendered from another config than {config_path} seed {seed}: {', '.join(differ)}. Remove the "
+            "folder to render it again, or point the spec's `dir` at another folder")
