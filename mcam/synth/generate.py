@@ -31,6 +31,7 @@ DEFAULT_CONFIG = "configs/synth/default.yaml"
 SEQUENCE_ENVELOPE = np.array([0.0, 0.33, 0.67, 1.0, 1.0, 0.67, 0.33, 0.0])  # neutral -> apex -> offset
 MICRO_ENVELOPE = np.array([0.0, 0.0, 0.5, 1.0, 1.0, 0.5, 0.0, 0.0])  # brief onset/offset
 AU_CORPUS = "au_corpus"  # region and subject prefix of an AU corpus's rows
+RENDERING = "synth_config.yaml"  # in a rendered folder: what it was rendered from (`rendering`)
 AU_CORPUS_STREAM = 7919  # keeps the corpus's random streams apart from the regional dataset's
 
 
@@ -297,7 +298,7 @@ def generate_au_corpus(out_dir: str | Path, config_path: str | Path, seed: int =
     table = pd.DataFrame(rows).sort_values("sample_id").reset_index(drop=True)
     manifest = save_manifest(table, out / "manifest.csv", labelled=False)
     contact_sheet(table, out, out / "contact_sheet.png")
-    write_atomic(out / "synth_config.yaml", yaml.safe_dump(
+    write_atomic(out / RENDERING, yaml.safe_dump(
         {"config": str(path.resolve()), **rendering(path, seed, int(config.au_corpus.get("subjects", 1)))}))
     return manifest
 
@@ -362,12 +363,9 @@ def generate(out_dir: str | Path, config_path: str | Path = DEFAULT_CONFIG, seed
     table.insert(table.columns.get_loc("kind") + 1, "split", assign_splits(table, config.splits, seed))
     manifest = save_manifest(table, out / "manifest.csv")
     contact_sheet(table, out, out / "contact_sheet.png")
-    write_atomic(out / "synth_config.yaml", yaml.safe_dump(
-        {"config": str(resolve_path(config_path).resolve()), **rendering(config_path, seed, config.subjects_per_region)}))
+    write_atomic(out / RENDERING, yaml.safe_dump({"config": str(resolve_path(config_path).resolve()),
+                                                  **rendering(config_path, seed, config.subjects_per_region)}))
     return manifest
-
-
-RENDERING = "synth_config.yaml"  # in a rendered folder: what it was rendered from (`rendering`)
 
 
 def rendering(config_path: str | Path, seed: int, subjects: int | None = None) -> dict[str, Any]:
