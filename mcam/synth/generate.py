@@ -375,8 +375,8 @@ def rendering(config_path: str | Path, seed: int, subjects: int | None = None) -
     path = resolve_path(config_path)
     data = load_yaml(path, RegionConfigError)
     if subjects is None:
-        subjects = (data.get("au_corpus") or {}).get("subjects", 1) if "au_corpus" in data \
-            else data.get("subjects_per_region")
+        corpus = data.get("au_corpus")
+        subjects = corpus.get("subjects", 1) if isinstance(corpus, dict) else data.get("subjects_per_region")
     digest = hashlib.sha256(path.read_bytes())
     for region in data.get("regions") or []:
         digest.update(resolve_path(region, base=path.parent, asset_base="configs/synth").read_bytes())
