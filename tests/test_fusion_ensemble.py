@@ -14,7 +14,8 @@ from mcam.cli.main import main
 from mcam.fusion.data import CueDataModule
 from mcam.fusion.ensemble import FusionEnsemble
 from mcam.fusion.module import FusionModule
-from mcam.fusion.networks import AttentionFusion, AttentionPaper
+from mcam.fusion.networks import NETWORKS, AttentionFusion, AttentionPaper
+from mcam.labels import CANONICAL
 
 torch.set_num_threads(1)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -121,3 +122,28 @@ def test_per_cue_early_stopping_freezes_a_cue_at_its_best_weights() -> None:
     with pytest.raises(ValueError, match="cue_patience"):  # the paper's network has no per-cue classifiers
         FusionEnsemble(AttentionPaper(data.cue_dims, data.num_classes, class_names=data.class_names), seeds=[0],
                        cue_patience=2)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_every_network_runs_as_a_stack_of_its_members(name: str) -> None:
+    """A stack's one forward over member-stacked parameters gives each member the outputs of the network holding
+    that member's weights, with the rows' cue mask shared or per member (cue dropout)."""
+    labels = {cue: [f"{cue}.{c}" for c in CANONICAL] for cue in ("macro", "au")}
+    labels |= {"vgg": [f"vgg.{i:04d}" for i in range(40)], "micro": ["micro.positive", "micro.negative", "micro.surprise"]}
+    dims = {cue: len(v) for cue, v in labels.items()}
+    network = NETWORKS[name](dims, len(CANONICAL), cue_labels=labels, class_names=list(CANONICAL),
+                             **({"cue": "au"} if name == "single_cue" else {}))
+    model = FusionEnsemble(network, seeds=[3, 5, 8])
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(30, sum(dims.values()), generator=generator)
+    valid = torch.rand(30, len(dims), generator=generator) > 0.2
+    for mask in (valid, valid.expand(3, *valid.shape) & (torch.rand(3, *valid.shape, generator=generator) > 0.3)):
+        outputs = model._outputs([0, 1, 2], x, mask)
+        for i in range(3):
+            own = model.member_network(i)(x, mask if mask.dim() == 2 else mask[i],
+                                          **({"aux": True} if network.aux_weight > 0 else {}))
+            assert len(own) == len(outputs)
+            for stacked, single in zip(outputs, own):
+                torch.testing.assert_close(stacked[i], single)
+    with pytest.raises(TypeError, match="FusionNetwork"):
+        FusionEnsemble(torch.nn.Linear(4, 2))

@@ -4,7 +4,8 @@ Each member is exactly a single run: its own initial weights and cue dropout (dr
 and ReduceLROnPlateau, early stopping on its own validation loss with its best-epoch weights kept (and, with
 `cue_patience`, per-cue early stopping). The batch order is the data's (data.seed), the same for every member,
 so each minibatch's rows are gathered once and every member reads them. The members' forward and backward
-passes run at once through `torch.func.vmap`; a stopped member leaves the computation. `mcam fit` trains a
+passes run at once, as one forward of the network with its parameters stacked over the members (the fusion
+networks are written for it, `mcam.fusion.networks`); a stopped member leaves the computation. `mcam fit` trains a
 stack of one.
 
 On CPU, MKL picks matrix kernels by memory alignment, so a member at an odd position of the stack would get
@@ -14,7 +15,6 @@ which makes them identical (tests/test_fusion_ensemble.py checks it through `mca
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +25,14 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 from torch.optim.adam import adam
 from torch.utils.tensorboard.summary import Summary
 
 from mcam.determinism import seeded
 from mcam.fusion.metrics import stacked_scores
 from mcam.fusion.module import CUE_METADATA, CueCheckpoints, breakdown, log_figures
-from mcam.fusion.networks import cue_losses, drop_cues, fusion_loss
+from mcam.fusion.networks import FusionNetwork, cue_losses, drop_cues, fusion_loss
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]  # x, valid, y, region, group, row index
 
@@ -88,6 +88,9 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
                  image_every_n_epochs: int = 10, details_every_n_epochs: int = 1,
                  cue_patience: int | None = None) -> None:
         super().__init__()
+        if not isinstance(network, FusionNetwork):
+            raise TypeError(f"FusionEnsemble stacks fusion networks (mcam.fusion.networks.FusionNetwork, whose forward "
+                            f"runs on member-stacked parameters), not {type(network).__name__}")
         if cue_patience is not None and (cue_patience < 1 or not hasattr(network, "cue_parameters")):
             raise ValueError(f"cue_patience needs a network with per-cue classifiers (cue_parameters) and >= 1, got "
                              f"{cue_patience} for {type(network).__name__}")
@@ -163,22 +166,22 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
                 "frozen_cues": {self.cue_names[c]: epoch for c, epoch in sorted(state.cue_frozen.items())},
                 "val_loss": best.get("val/loss"), "val_acc": best.get("val/acc"), "val_f1": best.get("val/f1")}
 
-    # --- the vectorised forward -------------------------------------------------------
-    def _forward_one(self, flat: Tensor, x: Tensor, valid: Tensor, aux: bool = False) -> tuple[Tensor, ...]:
-        views = torch.split(flat, [n for _, _, n in self._shapes])
-        params = {name: v.view(shape) for (name, shape, _), v in zip(self._shapes, views)}
-        buffers = {name: getattr(self, f"constant_{i}") for i, name in enumerate(self._buffer_names)}
-        return functional_call(self._meta, (params, buffers), (x, valid), {"aux": True} if aux else {})
-
+    # --- the stacked forward -----------------------------------------------------------
     def _outputs(self, members: Sequence[int], x: Tensor, valid: Tensor) -> tuple[Tensor, ...]:
         """Per-member network outputs (logits [A, B, K], weights [A, B, n_cues][, cue logits]) on rows every member
-        shares (x [B, ...]; valid [B, n_cues], or [A, B, n_cues] when cue dropout hid other cues per member). The
-        rows go in once, unbatched: layers that read them (`SharedInputLinear`) compute every member's product as
-        one, with each member's numbers those of its single run."""
+        shares (x [B, ...]; valid [B, n_cues], or [A, B, n_cues] when cue dropout hid other cues per member): one
+        forward of the network with every parameter stacked over the members ([A, *shape]; see
+        `mcam.fusion.networks`). The rows go in once: layers that read them compute every member's product as one,
+        with each member's numbers those of its single run. Outputs that no member's weights touch are expanded."""
         flat = torch.stack([self.members[i] for i in members])
-        aux = self.network.aux_weight > 0
-        return vmap(functools.partial(self._forward_one, aux=aux), in_dims=(0, None, 0 if valid.dim() == 3 else None),
-                    randomness="different")(flat, x, valid)
+        a = len(members)
+        views = torch.split(flat, [n for _, _, n in self._shapes], dim=1)
+        params = {name: v.view(a, *shape) for (name, shape, _), v in zip(self._shapes, views)}
+        buffers = {name: getattr(self, f"constant_{i}") for i, name in enumerate(self._buffer_names)}
+        outputs = functional_call(self._meta, (params, buffers), (x, valid),
+                                  {"aux": True} if self.network.aux_weight > 0 else {})
+        # logits [B, K], weights [B, n_cues] and cue logits [B, n_cues, K] without the member dim: the same for all
+        return tuple(o if o.dim() > d else o.expand(a, *o.shape) for o, d in zip(outputs, (2, 2, 3)))
 
     def _stacked(self, members: Sequence[int], x: Tensor, valid: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-member (loss [A], logits [A, B, K], weights [A, B, n_cues]) (see `_outputs`)."""
@@ -453,9 +456,9 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
 def _minibatches(order: Tensor, size: int) -> list[Tensor]:
     """The epoch's row order cut into minibatches of `size` rows; a lone last row joins the minibatch before it.
 
-    A one-row step is noise, and on some CPUs (a Xeon with AVX512-FP16, torch 2.14.1) LayerNorm's vmapped
-    backward over a single row rounds differently in a stack of members than alone, so a member would no longer
-    be its single run (tests/test_fusion_ensemble.py)."""
+    A one-row step is noise, and on some CPUs (a Xeon with AVX512-FP16, torch 2.14.1) LayerNorm's backward over a
+    single row rounded differently in a stack of members than alone (seen when stacks ran through `torch.func.vmap`),
+    so a member would no longer be its single run (tests/test_fusion_ensemble.py)."""
     batches = list(torch.split(order, size))
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2:] = [torch.cat(batches[-2:])]

@@ -8,6 +8,11 @@ A network may ask its trainer for two training aids (`fusion_loss`, `drop_cues`)
 `forward(x, valid, aux=True)` also return per-cue logits [B, n_cues, K], each cue's own classifier, trained
 with an auxiliary cross-entropy; `cue_dropout` > 0 hides each valid cue of a training row with that
 probability (one always stays), drawn by the trainer from the member's own generator.
+
+A stack of networks (`FusionEnsemble`: one per seed) runs the same forward with each parameter stacked along a
+leading member dim ([M, *shape]): the layers here (`Linear`, `LayerNorm`) run all members at once, the forwards
+work over trailing dims, and outputs that depend on the parameters come out as [M, B, ...]; valid may then be
+[M, B, n_cues] (each member's own cue dropout).
 """
 from __future__ import annotations
 
@@ -38,21 +43,19 @@ def nll(logits: Tensor, y: Tensor) -> Tensor:
 
 def masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
     """Softmax over cues with invalid cues at exactly 0; an all-invalid row gives all zeros (no NaN)."""
-    any_valid = valid.any(dim=1, keepdim=True)
+    any_valid = valid.any(dim=-1, keepdim=True)
     filled = logits.masked_fill(~valid, float("-inf"))
     filled = torch.where(any_valid, filled, torch.zeros_like(filled))
     return softmax(filled) * any_valid
 
 
-class _LinearFunction(torch.autograd.Function):
-    """A linear map (x, weight, bias) whose backward reads x and weight."""
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(*inputs[:2])
+def with_presence(emb: Tensor, valid: Tensor) -> Tensor:
+    """Cue embeddings [..., B, n_cues, E] flattened, then which cues each row has: [..., B, n_cues * E + n_cues]."""
+    flat = emb.flatten(-2)
+    return torch.cat([flat, valid.to(flat.dtype).expand(*flat.shape[:-1], valid.shape[-1])], dim=-1)
 
 
-class _StackedLinear(_LinearFunction):
+class _StackedLinear(torch.autograd.Function):
     """Rows x [B, in] shared by M stacked members with weights [M, out, in] and biases [M, out]: outputs [M, B, out]
     as one matrix product with all members' weights side by side, and one for the weights' gradient (a batched
     product over the rows repeated M times costs up to twice as much on CPU). Each member's numbers are those of
@@ -64,6 +67,10 @@ class _StackedLinear(_LinearFunction):
         return torch.addmm(bias.reshape(1, m * out), x, weight.reshape(m * out, d).t()).view(-1, m, out).transpose(0, 1)
 
     @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs[:2])
+
+    @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
         x, weight = ctx.saved_tensors
         m, out, d = weight.shape
@@ -72,51 +79,37 @@ class _StackedLinear(_LinearFunction):
         return grad_x, (flat.t() @ x).view(m, out, d), grad.contiguous().sum(1)
 
 
-class _SharedInputLinear(_LinearFunction):
-    """`F.linear`, whose batching rule under `torch.func.vmap` runs `_StackedLinear` when only the weights are
-    batched (the members of a stack reading the same rows)."""
-
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
-        x, weight = ctx.saved_tensors
-        rows = grad.reshape(-1, grad.shape[-1])
-        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
-        return grad_x, rows.t() @ x.reshape(-1, x.shape[-1]), rows.sum(0)
-
-    @staticmethod
-    def vmap(info, in_dims: tuple[int | None, ...], x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, int]:
-        x_dim, weight_dim, bias_dim = in_dims
-        if x_dim is None and weight_dim is not None and bias_dim is not None and x.dim() == 2:
-            return _StackedLinear.apply(x, weight.movedim(weight_dim, 0), bias.movedim(bias_dim, 0)), 0
-        x, weight, bias = (t.expand(info.batch_size, *t.shape) if d is None else t.movedim(d, 0)
-                           for t, d in zip((x, weight, bias), in_dims))
-        return torch.baddbmm(bias.unsqueeze(-2), x.reshape(x.shape[0], -1, x.shape[-1]),
-                             weight.transpose(1, 2)).view(*x.shape[:-1], weight.shape[1]), 0
-
-
-class SharedInputLinear(nn.Linear):
-    """nn.Linear for a layer that reads the input rows themselves: in a stack of members (FusionEnsemble) every
-    member reads the same rows, and the stack computes all members' products as one (`_StackedLinear`)."""
+class Linear(nn.Linear):
+    """nn.Linear that also runs a stack of members (`FusionEnsemble`): with weight [M, out, in] and bias [M, out] it
+    maps rows every member reads, x [B, in], by one product with all members' weights side by side
+    (`_StackedLinear`), and per-member rows x [M, B, in] by a batched product; either way onto [M, B, out]."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return _SharedInputLinear.apply(x, self.weight, self.bias)
+        if self.weight.dim() == 2:
+            return F.linear(x, self.weight, self.bias)
+        if x.dim() == 2:
+            return _StackedLinear.apply(x, self.weight, self.bias)
+        return torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.transpose(-1, -2))
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0,
-        shared_input: bool = False) -> nn.Sequential:
-    """Linear+ReLU(+Dropout) hidden layers then a linear output layer; with `shared_input` the first layer is a
-    `SharedInputLinear` (it reads the rows themselves)."""
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm that also runs a stack of members: weight and bias [M, E] scale x [M, B, E] member by member."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight.dim() == 1:
+            return super().forward(x)
+        return F.layer_norm(x, self.normalized_shape, eps=self.eps) * self.weight.unsqueeze(-2) + self.bias.unsqueeze(-2)
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0) -> nn.Sequential:
+    """Linear+ReLU(+Dropout) hidden layers then a linear output layer."""
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [(SharedInputLinear if shared_input and not layers else nn.Linear)(in_dim, width), nn.ReLU()]
+        layers += [Linear(in_dim, width), nn.ReLU()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         in_dim = width
-    layers.append((SharedInputLinear if shared_input and not layers else nn.Linear)(in_dim, out_dim))
+    layers.append(Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -142,7 +135,7 @@ class FusionNetwork(nn.Module):
 
     def split(self, x: Tensor) -> tuple[Tensor, ...]:
         """x [B, sum D] -> one tensor per cue."""
-        return torch.split(x, [self.cue_dims[c] for c in self.cue_names], dim=1)
+        return torch.split(x, [self.cue_dims[c] for c in self.cue_names], dim=-1)
 
 
 class CueEncoders(nn.Module):
@@ -153,13 +146,13 @@ class CueEncoders(nn.Module):
                  layer_norm: bool = False) -> None:
         super().__init__()
         self.encoders = nn.ModuleList(
-            nn.Sequential(SharedInputLinear(d, embed_dim), nn.ReLU(), *([nn.Dropout(dropout)] if dropout > 0 else []),
-                          *([nn.LayerNorm(embed_dim)] if layer_norm else []))
+            nn.Sequential(Linear(d, embed_dim), nn.ReLU(), *([nn.Dropout(dropout)] if dropout > 0 else []),
+                          *([LayerNorm(embed_dim)] if layer_norm else []))
             for d in cue_dims.values())
 
     def forward(self, parts: Sequence[Tensor], valid: Tensor) -> Tensor:
-        """Embeddings [B, n_cues, E]."""
-        embedded = torch.stack([enc(p) for enc, p in zip(self.encoders, parts)], dim=1)
+        """Embeddings [..., B, n_cues, E]."""
+        embedded = torch.stack([enc(p) for enc, p in zip(self.encoders, parts)], dim=-2)
         return embedded * valid.unsqueeze(-1)
 
 
@@ -182,9 +175,9 @@ class AttentionPaper(FusionNetwork):
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         emb = self.encoders(self.split(x), valid)
-        scores = self.attention(torch.cat([emb.flatten(1), valid.float()], dim=1))
+        scores = self.attention(with_presence(emb, valid))
         weights = masked_softmax(scores, valid)
-        fused = (weights.unsqueeze(-1) * emb).sum(dim=1)
+        fused = (weights.unsqueeze(-1) * emb).sum(dim=-2)
         return self.head(fused), weights
 
 
@@ -213,7 +206,7 @@ class AttentionFusion(FusionNetwork):
         self.fuse, self.aux_weight, self.cue_dropout = fuse, float(aux_weight), float(cue_dropout)
         self.encoders = CueEncoders(self.cue_dims, embed_dim, layer_norm=True)
         self.attention = mlp(n * embed_dim + n, attention_hidden, n)
-        self.cue_heads = nn.ModuleList(nn.Linear(embed_dim, num_classes) for _ in range(n))
+        self.cue_heads = nn.ModuleList(Linear(embed_dim, num_classes) for _ in range(n))
         self.head = mlp(embed_dim, hidden, num_classes) if fuse == "embeddings" else None
 
     def cue_parameters(self, c: int) -> tuple[str, ...]:
@@ -223,12 +216,12 @@ class AttentionFusion(FusionNetwork):
 
     def forward(self, x: Tensor, valid: Tensor, aux: bool = False) -> tuple[Tensor, ...]:
         emb = self.encoders(self.split(x), valid)
-        weights = masked_softmax(self.attention(torch.cat([emb.flatten(1), valid.to(x.dtype)], dim=1)), valid)
-        cue_logits = torch.stack([head(emb[:, c]) for c, head in enumerate(self.cue_heads)], dim=1)
+        weights = masked_softmax(self.attention(with_presence(emb, valid)), valid)
+        cue_logits = torch.stack([head(emb[..., c, :]) for c, head in enumerate(self.cue_heads)], dim=-2)
         if self.head is not None:
-            logits = self.head((weights.unsqueeze(-1) * emb).sum(dim=1))
+            logits = self.head((weights.unsqueeze(-1) * emb).sum(dim=-2))
         else:  # mixture of experts: log of the attention-weighted average of the cues' probabilities
-            probs = (weights.unsqueeze(-1) * softmax(cue_logits)).sum(dim=1)
+            probs = (weights.unsqueeze(-1) * softmax(cue_logits)).sum(dim=-2)
             logits = torch.log(probs.clamp_min(1e-8))
         return (logits, weights, cue_logits) if aux else (logits, weights)
 
@@ -249,7 +242,7 @@ class ConcatMLP(FusionNetwork):
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         emb = self.encoders(self.split(x), valid)
-        logits = self.head(torch.cat([emb.flatten(1), valid.float()], dim=1))
+        logits = self.head(with_presence(emb, valid))
         return logits, masked_softmax(torch.zeros_like(valid, dtype=x.dtype), valid)
 
 
@@ -266,8 +259,9 @@ class StaticWeightFusion(FusionNetwork):
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         emb = self.encoders(self.split(x), valid)
-        weights = masked_softmax(self.cue_logits.expand(x.shape[0], -1), valid)
-        return self.head((weights.unsqueeze(-1) * emb).sum(dim=1)), weights
+        static = self.cue_logits.unsqueeze(-2)  # [..., 1, n_cues]: one row of weights for every row of x
+        weights = masked_softmax(static.expand(*static.shape[:-2], x.shape[0], -1), valid)
+        return self.head((weights.unsqueeze(-1) * emb).sum(dim=-2)), weights
 
 
 class SingleCue(FusionNetwork):
@@ -285,12 +279,12 @@ class SingleCue(FusionNetwork):
             raise ValueError(f"SingleCue: cue {cue!r} not among the data's cues {self.cue_names}")
         self.cue = cue
         self.position = self.cue_names.index(cue)
-        self.net = mlp(self.cue_dims[cue], hidden, num_classes, dropout, shared_input=True)
+        self.net = mlp(self.cue_dims[cue], hidden, num_classes, dropout)
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        part = self.split(x)[self.position] * valid[:, self.position:self.position + 1]
+        part = self.split(x)[self.position] * valid[..., self.position:self.position + 1]
         weights = torch.zeros_like(valid, dtype=x.dtype)
-        weights[:, self.position] = valid[:, self.position].to(x.dtype)
+        weights[..., self.position] = valid[..., self.position].to(x.dtype)
         return self.net(part), weights
 
 
@@ -351,10 +345,10 @@ class LateFusionAverage(FusionNetwork):
         per_cue = per_cue / per_cue.sum(-1, keepdim=True).clamp_min(1e-8)
         use = valid & self.has_probs
         weights = masked_softmax(torch.zeros_like(use, dtype=x.dtype), use)
-        probs = (weights.unsqueeze(-1) * per_cue).sum(1)
+        probs = (weights.unsqueeze(-1) * per_cue).sum(-2)
         logits = torch.log(probs.clamp_min(1e-6))
-        if self.calibrate:
-            logits = logits * torch.exp(self.log_temperature) + self.bias
+        if self.calibrate:  # (a stack's temperatures [M] and biases [M, K] scale its members' rows [M, B, K])
+            logits = logits * torch.exp(self.log_temperature)[..., None, None] + self.bias.unsqueeze(-2)
         return logits, weights
 
 
