@@ -251,9 +251,10 @@ class CueDataModule(pl.LightningDataModule):
         if n == 0:
             raise InputError(f"{self._source()}: the {part!r} part is empty (split {self.split!r}); check the split "
                              "options" + ("" if part != "test" else " or data.predict_split"))
+        if self.whole_parts:  # the part itself, once per epoch (not gathered again by an index of all its rows)
+            return DataLoader([tensors], batch_size=None)
         dataset = TensorDataset(*tensors)
         generator = torch.Generator().manual_seed(self.seed)
-        shuffle = shuffle and not self.whole_parts
         if shuffle and self.balance == "sampler":
             counts = torch.bincount(tensors[2], minlength=self.num_classes).float()
             sampler = WeightedRandomSampler(1.0 / counts[tensors[2]], n, generator=generator)
@@ -261,7 +262,7 @@ class CueDataModule(pl.LightningDataModule):
             sampler = RandomSampler(dataset, generator=generator)
         else:
             sampler = SequentialSampler(dataset)
-        size = n if self.batch_size <= 0 or self.whole_parts else min(self.batch_size, n)
+        size = n if self.batch_size <= 0 else min(self.batch_size, n)
         # batch_size=None + a batch sampler: TensorDataset is indexed with whole index tensors (no per-sample collate)
         return DataLoader(dataset, sampler=_IndexBatches(sampler, size, drop_last=False), batch_size=None)
 
