@@ -95,6 +95,8 @@ def test_lam_detectors_train_au_on_the_corpus_and_only_its_svm_on_the_source(cor
         stored_detectors(store, manifest, ["au", "micro"], ["au", "micro"], epochs=1)
     base = au_corpus_base(store, manifest, ["au"], epochs=1, seed=0)
     assert base["au"]["regressor"] == "frozen" and Path(base["au"]["weights"]).is_file()
+    both = au_corpus_base(store, manifest, ["au", "mesh_au"], epochs=1, seed=0)  # one entry per detector: au's reused
+    assert both["au"] == base["au"] and Path(both["mesh_au"]["weights"]).parent != Path(base["au"]["weights"]).parent
     source = load_manifest(tiny_synth)
     source = source.subset(source.table["region"] == "western_posed")
     spec = stored_detectors(store, source, ["au"], ["au"], base_spec=base, epochs=1, seed=0)

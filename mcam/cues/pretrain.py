@@ -163,8 +163,9 @@ def au_corpus_base(store: ArtifactStore, corpus: Manifest, names: Sequence[str],
                    source_val_fraction: float = 0.2, epochs: int | None = None, seed: int = 0, threads: int = 1,
                    device: str | None = None, precision: str = DEFAULT_PRECISION) -> dict[str, dict[str, Any]]:
     """The AU detectors `names` with their regressors pre-trained on an AU corpus (rows with ground-truth AUs and no
-    emotion labels, standing in for DISFA/BP4D; a store entry), as base spec entries for the source pre-training:
-    the corpus weights with `regressor: frozen`, so the source region trains only their AU -> emotion SVM.
+    emotion labels, standing in for DISFA/BP4D; a store entry per detector), as base spec entries for the source
+    pre-training: the corpus weights with `regressor: frozen`, so the source region trains only their AU -> emotion
+    SVM.
 
     With `source` (the source pre-training's rows), the AU-coded rows of its train part
     (`train_val_split(source, source_val_fraction, seed)`: the rows the SVM trains on) join the corpus
@@ -172,8 +173,12 @@ def au_corpus_base(store: ArtifactStore, corpus: Manifest, names: Sequence[str],
     if not names:
         return {}
     rows = corpus if source is None else au_coded_rows(corpus, train_val_split(source, source_val_fraction, seed)[0])
-    return frozen_regressors(stored_detectors(store, rows, names, names, epochs=epochs, seed=seed, val_fraction=0.2,
-                                              threads=threads, purpose="au_corpus", device=device, precision=precision))
+    base: dict[str, dict[str, Any]] = {}
+    for name in names:  # each trains alone from its own seeded start: a suite with au and mesh_au reuses au's entry
+        base |= frozen_regressors(stored_detectors(store, rows, [name], [name], epochs=epochs, seed=seed,
+                                                   val_fraction=0.2, threads=threads, purpose="au_corpus",
+                                                   device=device, precision=precision))
+    return base
 
 
 def au_coded_rows(corpus: Manifest, coded: Manifest) -> Manifest:
