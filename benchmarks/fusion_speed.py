@@ -158,14 +158,10 @@ def main() -> None:
             n = len(models) * len(seeds)
             # model by model, each model's per-run fits right before its stack: a shared machine's speed drifts by
             # 20% over minutes, and a drift between two long blocks would move the ratio by as much
-            old = new = 0.0
-            old_accs, new_accs = [], []
-            for model in models:
-                secs, acc = per_run([model], seeds, data, files, scratch, threads)
-                old, old_accs = old + secs, [*old_accs, acc]
-                secs, acc = stacked([model], seeds, data, files, scratch, threads)
-                new, new_accs = new + secs, [*new_accs, acc]
-            old_acc, new_acc = float(np.mean(old_accs)), float(np.mean(new_accs))
+            timed = [(per_run([model], seeds, data, files, scratch, threads),
+                      stacked([model], seeds, data, files, scratch, threads)) for model in models]
+            (old, old_acc), (new, new_acc) = ((sum(secs for secs, _ in path), float(np.mean([acc for _, acc in path])))
+                                              for path in zip(*timed))
             sk, sk_acc = sklearn_mlp(seeds, data, files, threads)
             for name, secs, acc, count in (("per-run FusionModule fits", old, old_acc, n),
                                            ("stacked FusionEnsemble", new, new_acc, n),

@@ -129,7 +129,8 @@ def test_every_network_runs_as_a_stack_of_its_members(name: str) -> None:
     """A stack's one forward over member-stacked parameters gives each member the outputs of the network holding
     that member's weights, with the rows' cue mask shared or per member (cue dropout)."""
     labels = {cue: [f"{cue}.{c}" for c in CANONICAL] for cue in ("macro", "au")}
-    labels |= {"vgg": [f"vgg.{i:04d}" for i in range(40)], "micro": ["micro.positive", "micro.negative", "micro.surprise"]}
+    labels |= {"vgg": [f"vgg.{i:04d}" for i in range(40)],
+               "micro": ["micro.positive", "micro.negative", "micro.surprise"]}
     dims = {cue: len(v) for cue, v in labels.items()}
     network = NETWORKS[name](dims, len(CANONICAL), cue_labels=labels, class_names=list(CANONICAL),
                              **({"cue": "au"} if name == "single_cue" else {}))

@@ -86,7 +86,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.weight.dim() == 2:
-            return F.linear(x, self.weight, self.bias)
+            return super().forward(x)
         if x.dim() == 2:
             return _StackedLinear.apply(x, self.weight, self.bias)
         return torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.transpose(-1, -2))
@@ -98,7 +98,8 @@ class LayerNorm(nn.LayerNorm):
     def forward(self, x: Tensor) -> Tensor:
         if self.weight.dim() == 1:
             return super().forward(x)
-        return F.layer_norm(x, self.normalized_shape, eps=self.eps) * self.weight.unsqueeze(-2) + self.bias.unsqueeze(-2)
+        normed = F.layer_norm(x, self.normalized_shape, eps=self.eps)
+        return normed * self.weight.unsqueeze(-2) + self.bias.unsqueeze(-2)  # as vmap's rule did: numbers unchanged
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0) -> nn.Sequential:
