@@ -4,7 +4,10 @@ Input: the face crop resized to `image_size`² grayscale (default 64) (cv2 INTER
 to zero mean / unit variance (removes global lighting and skin-tone offsets). Output, in order:
 7 canonical emotion probabilities (`au.angry` ... `au.neutral`) from the SVM, then, when
 `include_intensities`, the 20 predicted intensities in [0, 1] named like OpenFace (`au.AU01_r` ...,
-py-feat's 20-AU order).
+py-feat's 20-AU order). With `flip_average` (the default) the intensities are the mean of the regressor's output
+on the face and on its mirror image (every AU here is bilateral, and training flips faces at random); chosen on
+AU-corpus identities the regressor never trained on (mean per-AU r 0.825 -> 0.831, 0.815 -> 0.821,
+0.812 -> 0.819 for detector seeds 0 / 1 / 2), never on a region.
 
 Training: `fit` trains the regressor on faces with ground-truth AUs (an AU corpus without emotion labels, as
 real AU detectors are trained on DISFA/BP4D) and the SVM on labelled faces; `regressor: frozen` keeps a
@@ -73,12 +76,14 @@ class AURegressor(TorchDetector, AUEmotionDetector):
 
     def __init__(self, device: str | None = None, weights: str | None = None, image_size: int = 64,
                  include_intensities: bool = True, batch_size: int = 128, seed: int = 0,
-                 regressor: Literal["fit", "frozen"] = "fit", **kw: Any) -> None:
+                 regressor: Literal["fit", "frozen"] = "fit", flip_average: bool = True, **kw: Any) -> None:
         if image_size % 16:
             raise ValueError(f"au: image_size must be a multiple of 16, got {image_size}")
+        if not isinstance(flip_average, bool):
+            raise ValueError(f"au: flip_average must be true or false, got {flip_average!r}")
         super().__init__(device=device, weights=weights, image_size=image_size,
                          include_intensities=include_intensities, batch_size=batch_size, seed=seed,
-                         regressor=self.check_regressor(regressor), **kw)
+                         regressor=self.check_regressor(regressor), flip_average=flip_average, **kw)
         self._unfitted_svm()
 
     # --- description -------------------------------------------------
@@ -124,10 +129,16 @@ class AURegressor(TorchDetector, AUEmotionDetector):
 
     def predict_aus(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """Predicted AU intensities float32 [N, 20] in AU_NAMES order (faces must be usable images)."""
-        return self.infer(faces, outputs=lambda x: self.model(x))
+        return self.infer(faces, outputs=self._intensities)
 
     def cue_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.emotion_cues(self.model(x).float().cpu().numpy()))
+        return torch.from_numpy(self.emotion_cues(self._intensities(x).float().cpu().numpy()))
+
+    def _intensities(self, x: torch.Tensor) -> torch.Tensor:
+        """The regressor's AU intensities of a prepared batch; with `flip_average`, averaged with its mirror's."""
+        if not self.config["flip_average"]:
+            return self.model(x)
+        return (self.model(x) + self.model(x.flip(-1))) / 2
 
     # --- training ----------------------------------------------------------
     def fit(self, train: TrainingSet, val: TrainingSet | None = None, epochs: int = 25, batch_size: int = 32,

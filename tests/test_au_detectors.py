@@ -104,6 +104,23 @@ def test_regressor_cues_and_save_load_round_trip(trained):
         AURegressor(device="cpu", weights=str(path), image_size=64).load()
 
 
+def test_regressor_averages_each_face_with_its_mirror(trained):
+    """flip_average (the default): a face and its mirror image get the same AUs, the mean of the regressor's
+    two outputs; flip_average=False reads the face as it is, and the option keys the cues."""
+    _, path, held_out = trained
+    faces = held_out.faces[:8]
+    mirrored = [np.ascontiguousarray(face[:, ::-1]) for face in faces]
+    both = AURegressor(device="cpu", weights=str(path), image_size=32)
+    plain = AURegressor(device="cpu", weights=str(path), image_size=32, flip_average=False)
+    np.testing.assert_allclose(both.predict_aus(faces), both.predict_aus(mirrored), atol=1e-6)
+    one, other = plain.predict_aus(faces), plain.predict_aus(mirrored)
+    assert np.abs(one - other).max() > 1e-3  # the regressor alone is not mirror-symmetric
+    np.testing.assert_allclose(both.predict_aus(faces), (one + other) / 2, atol=1e-6)
+    assert both.fingerprint() != plain.fingerprint()
+    with pytest.raises(ValueError, match="flip_average"):
+        AURegressor(device="cpu", weights=str(path), image_size=32, flip_average="yes")
+
+
 def test_regressor_refits_only_svm_without_au_ground_truth(trained):
     _, path, held_out = trained
     detector = AURegressor(device="cpu", weights=str(path), image_size=32)
