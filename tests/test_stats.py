@@ -1,6 +1,7 @@
 """Replicate-aware bootstrap statistics (mcam.suites.stats) and the report built on them, on generated data."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from mcam.suites import stats
 from mcam.suites.report import MEAN, fold_order, write_report
 from mcam.suites.stats import Cell
 
+REPO = Path(__file__).resolve().parents[1]
 GRID = [(d, s) for d in (0, 1) for s in (0, 1)]  # 2 detector seeds x 2 fusion seeds
 
 
@@ -270,3 +272,30 @@ def test_report_reads_older_results_and_rejects_duplicate_run_ids(suite_template
     pd.concat([results, results.iloc[:2]]).to_csv(out / "results.csv", index=False)
     with pytest.raises(ValueError, match="duplicate run_id.*east_asian/lam/attention/A/d0/seed0"):
         write_report(out)
+
+
+def test_before_after_pairs_two_runs_of_one_suite(suite_template: Path, tmp_path: Path) -> None:
+    """benchmarks/before_after.py: a method whose held-out predictions all became right shows a significant gain;
+    an untouched method shows exactly 0; suites on other test samples are refused."""
+    spec = importlib.util.spec_from_file_location("before_after", REPO / "benchmarks" / "before_after.py")
+    before_after = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(before_after)
+    after = Path(shutil.copytree(suite_template, tmp_path / "after"))
+    for path in (after / "runs").glob("*/lam/concat/*/*/*/predictions.csv"):
+        frame = pd.read_csv(path)
+        frame["pred"] = frame["label"]
+        frame.to_csv(path, index=False)
+    table = before_after.compare(suite_template, after).set_index("method")
+    assert table.loc["attention", "diff"] == 0 and not table.loc["attention", "significant"]
+    assert table.loc["concat", "after"] == 1.0 and table.loc["concat", "significant"]
+    assert table.loc["concat", "diff"] == pytest.approx(1.0 - table.loc["concat", "before"])
+    assert (table["n_replicates"] == 4).all()
+    text = before_after.markdown(table.reset_index(), suite_template, after)
+    assert "| LAM    | concat" in text and "Holm over 2 rows" in text
+    other = Path(shutil.copytree(suite_template, tmp_path / "other"))
+    for path in (other / "runs").glob("east_asian/*/*/*/*/*/predictions.csv"):
+        frame = pd.read_csv(path)
+        frame["subject"] = "someone-else"
+        frame.to_csv(path, index=False)
+    with pytest.raises(SystemExit, match="test samples differ"):
+        before_after.compare(suite_template, other)
