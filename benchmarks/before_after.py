@@ -19,16 +19,14 @@ import numpy as np
 import pandas as pd
 
 from mcam.suites import stats
-from mcam.suites.report import (ALPHA, HELD_OUT, fold_order, fold_roles, load_cells, load_results,
-                                tests_draws)
+from mcam.suites.report import ALPHA, cell_text, held_out_folds, load_cells, load_results, tests_draws
 
 
 def held_out_cells(out: Path) -> tuple[dict[tuple[str, str], list[stats.Cell]], dict[str, list[str]]]:
     """Per (mode, method): its cells on the held-out folds (fold order); and each mode's held-out folds."""
     results = load_results(out)
-    cells, roles = load_cells(out, results), fold_roles(results)
-    folds = {mode: [f for f in fold_order(results, mode) if roles[mode, f] == HELD_OUT]
-             for mode in sorted(results["mode"].unique())}
+    cells = load_cells(out, results)
+    folds = {mode: held_out_folds(results, mode) for mode in sorted(results["mode"].unique())}
     chosen = {}
     for mode, held_out in folds.items():
         for method in sorted(results.loc[results["mode"] == mode, "method"].unique()):
@@ -48,7 +46,7 @@ def compare(before: Path, after: Path, n_boot: int | None = None, seed: int = st
         raise SystemExit("the two suites share no (mode, method) with results on every held-out fold")
     for key in keys:
         for a, b in zip(old[key], new[key]):
-            if not np.array_equal(a.subjects, b.subjects) or a.correct.shape[1] != b.correct.shape[1]:
+            if not np.array_equal(a.subjects, b.subjects):
                 raise SystemExit(f"{key}: the two suites' test samples differ (not the same data)")
     draws = n_boot or tests_draws(len(keys))
     rows = []
@@ -70,10 +68,9 @@ def markdown(frame: pd.DataFrame, before: Path, after: Path) -> str:
     """The table with how it was made."""
     shown = pd.DataFrame({
         "mode": frame["mode"].str.upper(), "method": frame["method"],
-        "before [95% CI]": [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
-                            zip(frame["before"], frame["before_low"], frame["before_high"])],
-        "after [95% CI]": [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
-                           zip(frame["after"], frame["after_low"], frame["after_high"])],
+        **{f"{side} [95% CI]": [cell_text(*row) for row in zip(frame[side], frame[f"{side}_low"],
+                                                                 frame[f"{side}_high"])]
+           for side in ("before", "after")},
         "after - before": frame["diff"].map("{:+.3f}".format),
         "95% CI": [f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(frame["ci_low"], frame["ci_high"])],
         "p_holm": frame["p_holm"].map("{:.4f}".format),

@@ -119,6 +119,12 @@ def fold_roles(results: pd.DataFrame) -> dict[tuple[str, str], str]:
     return {key: str(value[0]) for key, value in roles.items()}
 
 
+def held_out_folds(results: pd.DataFrame, mode: str) -> list[str]:
+    """The mode's held-out folds (fold_roles 'held_out'), in fold order: the folds of the held-out mean."""
+    roles = fold_roles(results)
+    return [f for f in fold_order(results, mode) if roles[mode, f] == HELD_OUT]
+
+
 def reference_method(results: pd.DataFrame) -> str:
     """The MCAM method other methods are compared with: attention fusion over all cues."""
     methods = set(results["method"])
@@ -174,8 +180,7 @@ def summary_table(results: pd.DataFrame, cells: Mapping[CellKey, Cell], n_boot: 
     roles, rows = fold_roles(results), []
     for mode in sorted(results["mode"].unique()):
         part = results[results["mode"] == mode]
-        folds = fold_order(part)
-        held_out = [f for f in folds if roles[mode, f] == HELD_OUT]
+        folds, held_out = fold_order(part), held_out_folds(results, mode)
         for method in sorted(part["method"].unique()):
             runs = part[part["method"] == method]
             for fold in folds:
@@ -199,7 +204,7 @@ def summary_table(results: pd.DataFrame, cells: Mapping[CellKey, Cell], n_boot: 
     return pd.DataFrame(rows)
 
 
-def _cell_text(accuracy: float, low: float, high: float) -> str:
+def cell_text(accuracy: float, low: float, high: float) -> str:
     return f"{accuracy:.3f} [{low:.3f}, {high:.3f}]"
 
 
@@ -207,7 +212,7 @@ def accuracy_matrix(summary: pd.DataFrame, mode: str) -> pd.DataFrame:
     """method x held-out fold cells 'acc [low, high]', the held-out mean with its CI, the worst held-out fold, then
     the source fold(s) apart; sorted by held-out mean (best first)."""
     part = summary[summary["mode"] == mode]
-    text = pd.Series([_cell_text(r.accuracy, r.ci_low, r.ci_high) for r in part.itertuples()], index=part.index)
+    text = pd.Series([cell_text(r.accuracy, r.ci_low, r.ci_high) for r in part.itertuples()], index=part.index)
     cells = part.assign(cell=text).pivot(index="method", columns="fold", values="cell")
     values = part.pivot(index="method", columns="fold", values="accuracy")
     folds = sorted(set(part["fold"]) - {MEAN}, key=_natural_key)
@@ -232,8 +237,7 @@ def paired_tests(results: pd.DataFrame, cells: Mapping[CellKey, Cell], reference
     roles, plan = fold_roles(results), []
     for mode in sorted(results["mode"].unique()):
         part = results[results["mode"] == mode]
-        folds = fold_order(part)
-        held_out = [f for f in folds if roles[mode, f] == HELD_OUT]
+        folds, held_out = fold_order(part), held_out_folds(results, mode)
         methods = sorted(m for m in part["method"].unique() if m != reference)
         for fold in folds + [MEAN]:
             chosen = held_out if fold == MEAN else [fold]
