@@ -1,15 +1,18 @@
-"""Fusion stage speed, side by side on the same rows: the per-run path (one FusionModule LightningCLI fit per seed,
-as suites ran before stacks), the stacked path (one FusionEnsemble fit per model, every seed a member) and
-scikit-learn's MLPClassifier(10, 10, 10), at 1 and 2 threads.
+"""Fusion stage speed, side by side on the same rows: the per-run path (one FusionModule LightningCLI fit per run,
+as suites ran before stacks), the stacked path (one FusionEnsemble fit per model, as the main job trains them: every
+fusion seed of every detector replicate a member) and scikit-learn's MLPClassifier(10, 10, 10), at 1 and 2 threads.
+
+One fold of the main job's fusion stage: its models (the five fusions and a single-cue model per cue,
+`single_cue:<cue>`), 3 detector replicates (the cues of detector seeds 0, 1, 2) x 10 fusion seeds each.
 
     python benchmarks/fusion_speed.py                      # synthetic cues shaped like the main job's
-    python benchmarks/fusion_speed.py --cue-dir D --data M # cached cue tables (<cue>.npz) over manifest folder M
-    python benchmarks/fusion_speed.py --run outputs/loro/runs/latin_wild/lam/attention/A/d0/seed0
-                                                           # the cues and fold of a main-job run (its config.yaml)
+    python benchmarks/fusion_speed.py --run outputs/loro/runs/latin_wild/lam/attention/A/d{0,1,2}/seed0
+                                                           # the cues and fold of main-job runs (their config.yaml),
+                                                           # one run folder per detector replicate
 
-Prints `fusion_stage_speedup: X` (per-run total / stacked total, 5 models x --seeds seeds) and
-`per_model_vs_sklearn: Y` (sklearn seconds per model / stacked seconds per member), and writes the output to
-benchmarks/results/fusion_speed-<device>.md.
+Prints `fusion_stage_speedup: X` (per-run total / stacked total over every model, replicate and seed) and
+`per_model_vs_sklearn: Y` (sklearn seconds per model / stacked seconds per member of the five fusions, which read
+every cue as sklearn does), and writes the output to benchmarks/results/fusion_speed-<device>.md.
 """
 from __future__ import annotations
 
@@ -28,13 +31,14 @@ from mcam.cues.table import CueTable
 from mcam.labels import CANONICAL
 from mcam.manifest import load_manifest, save_manifest
 
-MODELS = ("attention", "attention_paper", "concat", "static_weights", "late_average")
+FUSIONS = ("attention", "attention_paper", "concat", "static_weights", "late_average")
 SHAPES = {"vgg": 2752, "au": 24, "micro": 3, "micro_plus": 4, "macro": 7}
 
 
-def synthetic(folder: Path, n: int = 1500, seed: int = 0) -> dict[str, str]:
-    """A manifest (train/val/test split column, 4 regions) and cue tables shaped like the main job's."""
-    rng = np.random.default_rng(seed)
+def synthetic(folder: Path, replicates: int, n: int = 1500) -> list[dict[str, str]]:
+    """A manifest (train/val/test split column, 4 regions) and cue tables shaped like the main job's, per replicate
+    (other values over the same rows, as other detector seeds give)."""
+    rng = np.random.default_rng(0)
     label = rng.integers(len(CANONICAL), size=n)
     region = np.array(["western_posed", "east_asian", "suppressed_neg", "latin_wild"])[rng.integers(4, size=n)]
     subject = [f"{r}-s{rng.integers(40):02d}" for r in region]
@@ -43,7 +47,11 @@ def synthetic(folder: Path, n: int = 1500, seed: int = 0) -> dict[str, str]:
     save_manifest(pd.DataFrame({"sample_id": ids, "path": "x.png", "label": np.array(CANONICAL)[label],
                                 "region": region, "dataset": "synthetic", "subject": subject, "split": part}),
                   folder / "manifest.csv")
-    files = {}
+    return [_synthetic_cues(folder / f"cues{r}", ids, label, np.random.default_rng(1 + r)) for r in range(replicates)]
+
+
+def _synthetic_cues(folder: Path, ids: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> dict[str, str]:
+    n, files = len(ids), {}
     for name, dim in SHAPES.items():
         signal = {"vgg": 0.02, "au": 0.25, "macro": 0.8}.get(name, 0.5)  # sklearn ~0.7-0.8, not 1.0
         values = rng.normal(size=(n, dim)) + signal * (np.eye(7)[label] @ rng.normal(size=(7, dim)))
@@ -52,23 +60,29 @@ def synthetic(folder: Path, n: int = 1500, seed: int = 0) -> dict[str, str]:
         labels = [f"{name}.{c}" for c in CANONICAL] if name == "macro" else [f"{name}.{i:04d}" for i in range(dim)]
         valid = rng.random(n) > (0.2 if name in ("micro", "micro_plus") else 0.0)
         table = CueTable(name, f"synthetic-{name}", ids, labels, values.astype(np.float32), valid)
-        files[name] = str(table.save(folder / "cues" / f"{name}.npz"))
+        files[name] = str(table.save(folder / f"{name}.npz"))
     return files
+
+
+def _mapping(files: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in files.items()) + "}"
 
 
 def fit_args(model: str, data: Path, cue_files: dict[str, str], out: Path, threads: int,
              accelerator: str = "cpu") -> list[str]:
-    """A suite run's LightningCLI arguments (benchmarks/loro.yaml: max_epochs 50, patience 10, batch 256)."""
-    cue_args = "{" + ", ".join(f"{k}: {v}" for k, v in cue_files.items()) + "}"
+    """A suite run's LightningCLI arguments (benchmarks/loro.yaml: max_epochs 50, patience 10, batch 256); model
+    'single_cue:<cue>' is the single-cue model of that cue, reading that cue alone (as suites run it)."""
+    name, _, cue = model.partition(":")
+    single = ["--model.network.init_args.cue", cue, "--data.cues", cue] if cue else []
     return ["fit", "--config", str(asset_path("configs/trainer/default.yaml")),
-            "--config", str(asset_path(f"configs/model/{model}.yaml")),
+            "--config", str(asset_path(f"configs/model/{name}.yaml")),
             "--trainer.max_epochs", "50", "--early_stopping.patience", "10", "--data.batch_size", "256",
-            "--data.data_dir", str(data), "--data.split", "manifest", "--data.cue_files", cue_args,
+            "--data.data_dir", str(data), "--data.split", "manifest", "--data.cue_files", _mapping(cue_files),
             "--threads", str(threads), "--trainer.accelerator", accelerator, "--trainer.devices", "1",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--trainer.log_every_n_steps", "50", "--model.image_every_n_epochs", "0",
             "--model.details_every_n_epochs", "10", "--trainer.logger.init_args.save_dir", str(out),
-            "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", ""]
+            "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", "", *single]
 
 
 def test_accuracy(folder: Path) -> float:
@@ -76,29 +90,36 @@ def test_accuracy(folder: Path) -> float:
     return float((frame["label"] == frame["pred"]).mean())
 
 
-def per_run(models, seeds, data, files, scratch, threads) -> tuple[float, float]:
+def per_run(model, seeds, data, replicates, scratch, threads) -> tuple[float, float]:
+    """Every run of `model` alone: replicate by replicate, seed by seed."""
     from mcam.fusion.cli import run_lightning_cli
 
     started, accs = time.perf_counter(), []
-    for model in models:
+    for r, files in enumerate(replicates):
         for seed in seeds:
-            out = scratch / f"per_run-{threads}" / model / f"seed{seed}"
+            out = scratch / f"per_run-{threads}" / model / f"r{r}-seed{seed}"
             # the per-run trainer has no per-cue early stopping (cue dropout it ignores): otherwise the same fit
+            no_cue_stop = ["--model.cue_patience", "null"] if model == "attention" else []
             run_lightning_cli([*fit_args(model, data, files, out, threads), "--seed_everything", str(seed),
-                               "--data.seed", str(seed), "--model.cue_patience", "null"], per_run=True)
+                               "--data.seed", str(seed), *no_cue_stop], per_run=True)
             accs.append(test_accuracy(out))
     return time.perf_counter() - started, float(np.mean(accs))
 
 
-def stacked(models, seeds, data, files, scratch, threads, accelerator="cpu") -> tuple[float, float]:
+def stacked(model, seeds, data, replicates, scratch, threads, accelerator="cpu") -> tuple[float, float]:
+    """Every run of `model` as one stack (the main job's: its members span the seeds and the replicates)."""
     from mcam.fusion.cli import run_lightning_cli
 
-    started, accs = time.perf_counter(), []
-    for model in models:
-        out = scratch / f"stacked-{threads}" / model
-        run_lightning_cli([*fit_args(model, data, files, out, threads, accelerator), "--model.seeds", str(list(seeds))])
-        accs += [test_accuracy(out / f"seed{s}") for s in seeds]
-    return time.perf_counter() - started, float(np.mean(accs))
+    out = scratch / f"stacked-{threads}" / model
+    members = [(r, s) for r in range(len(replicates)) for s in seeds]
+    spanned = ["--data.cue_replicates", "[" + ", ".join(_mapping(f) for f in replicates) + "]",
+               "--model.replicates", str([r for r, _ in members])] if len(replicates) > 1 else []
+    started = time.perf_counter()
+    run_lightning_cli([*fit_args(model, data, replicates[0], out, threads, accelerator),
+                       "--model.seeds", str([s for _, s in members]), *spanned])
+    seconds = time.perf_counter() - started
+    names = [f"r{r}-seed{s}" if len(replicates) > 1 else f"seed{s}" for r, s in members]
+    return seconds, float(np.mean([test_accuracy(out / name) for name in names]))
 
 
 def sklearn_mlp(seeds, data, files, threads) -> tuple[float, float]:
@@ -119,20 +140,20 @@ def sklearn_mlp(seeds, data, files, threads) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10, help="fusion seeds per model")
+    parser.add_argument("--seeds", type=int, default=10, help="fusion seeds per model and replicate")
+    parser.add_argument("--replicates", type=int, default=3, help="detector replicates of synthetic cues")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--cue-dir", help="cached cue tables <cue>.npz (default: synthetic ones)")
-    parser.add_argument("--data", help="manifest folder of --cue-dir (with a train/val/test `split` column)")
-    parser.add_argument("--run", help="a suite run folder: its config.yaml's cue files and fold (data.cue_files, "
-                        "data.data_dir, paths relative to where the suite ran)")
+    parser.add_argument("--models", help="comma-separated (default: the five fusions and single_cue:<cue> per cue)")
+    parser.add_argument("--run", nargs="+", help="suite run folders of one fold, one per detector replicate: their "
+                        "config.yaml's cue files and fold (data.cue_files, data.data_dir, paths relative to where "
+                        "the suite ran)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fusion_speed-cpu.md"))
     args = parser.parse_args()
     from mcam.quiet import quiet_lightning
 
     quiet_lightning()
-    seeds, models = list(range(args.seeds)), args.models.split(",")
-    lines = [f"# fusion_speed: {len(models)} models x {len(seeds)} seeds, torch {torch.__version__}", ""]
+    seeds = list(range(args.seeds))
+    lines = []
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -141,38 +162,55 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fusion-speed-") as tmp:
         scratch = Path(tmp)
         if args.run:
-            config = yaml.safe_load((Path(args.run) / "config.yaml").read_text())["data"]
-            data, files = Path(config["data_dir"]), dict(config["cue_files"])
-        elif args.cue_dir:
-            data, files = Path(args.data), {p.stem: str(p) for p in sorted(Path(args.cue_dir).glob("*.npz"))}
+            configs = [yaml.safe_load((Path(run) / "config.yaml").read_text())["data"] for run in args.run]
+            if len({c["data_dir"] for c in configs}) != 1:
+                parser.error("--run: the run folders are of different folds (data.data_dir)")
+            data, replicates = Path(configs[0]["data_dir"]), [dict(c["cue_files"]) for c in configs]
         else:
-            data, files = scratch / "data", synthetic(scratch / "data")
-        rows = load_manifest(data).table["split"].value_counts().to_dict()
-        say(f"rows: {rows}; cues: {', '.join(f'{k} ({CueTable.load(v).dim})' for k, v in files.items())}")
+            data, replicates = scratch / "data", synthetic(scratch / "data", args.replicates)
+        models = args.models.split(",") if args.models else [*FUSIONS, *(f"single_cue:{c}" for c in replicates[0])]
+        fusions = [m for m in models if m in FUSIONS]
+        n = len(replicates) * len(seeds)  # runs per model
+        say(f"# fusion_speed: {len(models)} models x {len(replicates)} replicates x {len(seeds)} seeds, "
+            f"torch {torch.__version__}")
         say("")
-        say("| threads | path | seconds | seconds per model | test acc |")
-        say("|---|---|---|---|---|")
-        ratios = {}
+        rows = load_manifest(data).table["split"].value_counts().to_dict()
+        say(f"rows: {rows}; cues: {', '.join(f'{k} ({CueTable.load(v).dim})' for k, v in replicates[0].items())}")
+        say("")
+        say("| threads | model | per-run seconds | stacked seconds | speedup | per-run test acc | stacked test acc |")
+        say("|---|---|---|---|---|---|---|")
+        ratios, totals = {}, []
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
-            n = len(models) * len(seeds)
             # model by model, each model's per-run fits right before its stack: a shared machine's speed drifts by
             # 20% over minutes, and a drift between two long blocks would move the ratio by as much
-            timed = [(per_run([model], seeds, data, files, scratch, threads),
-                      stacked([model], seeds, data, files, scratch, threads)) for model in models]
-            (old, old_acc), (new, new_acc) = ((sum(secs for secs, _ in path), float(np.mean([acc for _, acc in path])))
-                                              for path in zip(*timed))
-            sk, sk_acc = sklearn_mlp(seeds, data, files, threads)
-            for name, secs, acc, count in (("per-run FusionModule fits", old, old_acc, n),
-                                           ("stacked FusionEnsemble", new, new_acc, n),
-                                           ("sklearn MLPClassifier(10,10,10)", sk, sk_acc, len(seeds))):
-                say(f"| {threads} | {name} | {secs:.1f} | {secs / count:.3f} | {acc:.3f} |")
-            ratios[threads] = (old / new, (sk / len(seeds)) / (new / n), new_acc - sk_acc)
+            timed = {}
+            for model in models:
+                timed[model] = (per_run(model, seeds, data, replicates, scratch, threads),
+                                stacked(model, seeds, data, replicates, scratch, threads))
+                (old, old_acc), (new, new_acc) = timed[model]
+                say(f"| {threads} | {model} | {old:.1f} | {new:.1f} | {old / new:.2f} | {old_acc:.3f} | "
+                    f"{new_acc:.3f} |")
+            old, new = (sum(timed[m][path][0] for m in models) for path in (0, 1))
+            fusion_new = sum(timed[m][1][0] for m in fusions)
+            fusion_old = sum(timed[m][0][0] for m in fusions)
+            new_acc = float(np.mean([timed[m][1][1] for m in fusions]))
+            sk, sk_acc = sklearn_mlp(seeds, data, replicates[0], threads)
+            totals.append(f"| {threads} | {old:.1f} | {new:.1f} | {fusion_old:.1f} | {fusion_new:.1f} | "
+                          f"{sk:.1f} ({len(seeds)} fits, {sk_acc:.3f}) |")
+            ratios[threads] = (old / new, fusion_old / fusion_new,
+                               (sk / len(seeds)) / (fusion_new / (len(fusions) * n)), new_acc - sk_acc)
         say("")
-        for threads, (speedup, vs_sklearn, acc_gap) in ratios.items():
-            say(f"threads {threads}: fusion_stage_speedup {speedup:.2f}, per_model_vs_sklearn {vs_sklearn:.2f}, "
-                f"stacked - sklearn test acc {acc_gap:+.3f}")
-        speedup, vs_sklearn, _ = ratios[min(ratios)]
+        say("| threads | per-run total s | stacked total s | per-run, five fusions | stacked, five fusions | "
+            "sklearn MLPClassifier(10,10,10) s (test acc) |")
+        say("|---|---|---|---|---|---|")
+        for line in totals:
+            say(line)
+        say("")
+        for threads, (speedup, fusions_only, vs_sklearn, acc_gap) in ratios.items():
+            say(f"threads {threads}: fusion_stage_speedup {speedup:.2f} (the five fusions alone {fusions_only:.2f}), "
+                f"per_model_vs_sklearn {vs_sklearn:.2f}, stacked fusions - sklearn test acc {acc_gap:+.3f}")
+        speedup, _, vs_sklearn, _ = ratios[min(ratios)]
         say(f"fusion_stage_speedup: {speedup:.2f}")
         say(f"per_model_vs_sklearn: {vs_sklearn:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

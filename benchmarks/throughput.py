@@ -185,7 +185,7 @@ def main() -> None:
         from fusion_speed import stacked, synthetic
 
         on_cpu = torch.device(device).type == "cpu"
-        seconds, _ = stacked(["attention"], list(range(10)), scratch / "cues", synthetic(scratch / "cues"), scratch,
+        seconds, _ = stacked("attention", list(range(10)), scratch / "cues", synthetic(scratch / "cues", 1), scratch,
                              1 if on_cpu else args.threads, "cpu" if on_cpu else "gpu")
         say(f"10 members in {seconds:.1f} s: {10 / seconds:.2f} members/s" + (" (1 thread)" if on_cpu else ""))
         say()

@@ -13,7 +13,7 @@ from fusion_toy import toy_manifest, toy_tables
 from mcam.cli.main import main
 from mcam.fusion.data import CueDataModule
 from mcam.fusion.ensemble import FusionEnsemble
-from mcam.fusion.module import FusionModule
+from mcam.fusion.module import CUE_METADATA, FusionModule
 from mcam.fusion.networks import NETWORKS, AttentionFusion, AttentionPaper
 from mcam.labels import CANONICAL
 
@@ -51,6 +51,45 @@ def test_a_member_of_a_stack_is_the_single_run_of_its_seed(cue_data: Path, tmp_p
     data = CueDataModule(data_dir=str(cue_data), cue_dir=str(cue_data / "cues"))
     network = AttentionFusion(data.cue_dims, data.num_classes, class_names=data.class_names)
     FusionModule(network).load_state_dict(state)
+
+
+def test_a_stack_over_cue_replicates_is_the_single_run_of_each_member(cue_data: Path, tmp_path: Path) -> None:
+    """Members of a stack spanning two replicates of the cues (as two detector seeds give them) are the single runs
+    on their own replicate's cues, cue dropout and per-cue early stopping included."""
+    import numpy as np
+
+    from mcam.cues.table import CueTable
+
+    first = {p.stem: str(p) for p in sorted((cue_data / "cues").glob("*.npz"))}
+    second, rng = {}, np.random.default_rng(3)
+    for name, path in first.items():  # other detector weights: other values and validity over the same rows
+        table = CueTable.load(path)
+        values = table.values + rng.normal(scale=0.5, size=table.values.shape).astype(np.float32)
+        valid = table.valid & (rng.random(len(table.valid)) > 0.1)
+        second[name] = str(CueTable(table.detector, f"{table.fingerprint}-r1", table.sample_ids, table.labels,
+                                    values, valid).save(tmp_path / "cues1" / f"{name}.npz"))
+    mappings = ("{" + ", ".join(f"{k}: {v}" for k, v in f.items()) + "}" for f in (first, second))
+    replicates = "[" + ", ".join(mappings) + "]"
+    _fit(cue_data, tmp_path / "stack", "--model.seeds", "[4, 7, 4, 9]", "--model.replicates", "[0, 0, 1, 1]",
+         "--data.cue_replicates", replicates, "--data.cue_dir", "null")
+    folders = {(r, s): tmp_path / "stack" / f"r{r}-seed{s}" for r, s in ((0, 4), (0, 7), (1, 4), (1, 9))}
+    for (r, seed), member in folders.items():
+        config = yaml.safe_load((member / "config.yaml").read_text())
+        assert config["data"]["cue_files"] == (first, second)[r] and config["data"]["cue_replicates"] is None
+        assert config["model"]["replicates"] is None and config["seed_everything"] == seed
+        checkpoint = torch.load(member / "checkpoints" / "best.ckpt", weights_only=False)
+        fingerprints = set(checkpoint[CUE_METADATA]["fingerprints"].values())
+        assert all(fp.endswith("-r1") == (r == 1) for fp in fingerprints)
+    for key in ((1, 4), (0, 7)):
+        _fit(cue_data, tmp_path / f"single{key}", "--data.cue_dir", "null", config=folders[key] / "config.yaml")
+        assert (tmp_path / f"single{key}" / "predictions.csv").read_bytes() == \
+            (folders[key] / "predictions.csv").read_bytes()
+    same_seed = [pd.read_csv(folders[(r, 4)] / "predictions.csv") for r in (0, 1)]
+    assert not same_seed[0]["prob_happy"].equals(same_seed[1]["prob_happy"])  # the replicates' cues differ
+    with pytest.raises(ValueError, match="replicates"):
+        FusionEnsemble(AttentionFusion({"au": 3}, 7), seeds=[0, 1], replicates=[1, 0])
+    with pytest.raises(ValueError, match="distinct"):
+        FusionEnsemble(AttentionFusion({"au": 3}, 7), seeds=[0, 0], replicates=[0, 0])
 
 
 def _stack(seeds: list[int], patience: int = 3) -> tuple[FusionEnsemble, CueDataModule]:
@@ -146,5 +185,39 @@ def test_every_network_runs_as_a_stack_of_its_members(name: str) -> None:
             assert len(own) == len(outputs)
             for stacked, single in zip(outputs, own):
                 torch.testing.assert_close(stacked[i], single)
+    # a stack over two replicates of the cues (members 0, 1 read replicate 0's rows, member 2 replicate 1's), and
+    # the same with member 1 gone (stopped)
+    model = FusionEnsemble(network, seeds=[3, 5, 8], replicates=[0, 0, 1])
+    rows = torch.stack([x, torch.rand(x.shape, generator=generator)])
+    masks = torch.stack([valid, torch.rand(valid.shape, generator=generator) > 0.2])
+    for members in ([0, 1, 2], [0, 2], [2]):
+        outputs = model._outputs(members, rows, model._member_masks(members, rows, masks))
+        for a, i in enumerate(members):
+            r = model.replicates[i]
+            own = model.member_network(i)(rows[r], masks[r], **({"aux": True} if network.aux_weight > 0 else {}))
+            for stacked, single in zip(outputs, own):
+                assert stacked[a].equal(single.expand_as(stacked[a]))
     with pytest.raises(TypeError, match="FusionNetwork"):
         FusionEnsemble(torch.nn.Linear(4, 2))
+
+
+def test_a_stacks_breakdowns_are_its_members_own() -> None:
+    """The per-region/group/class scalars and figures of a stack's members, computed at once, are each member's."""
+    from mcam.fusion.module import breakdown, breakdowns
+
+    generator = torch.Generator().manual_seed(0)
+    pred, y = torch.randint(7, (3, 60), generator=generator), torch.randint(7, (60,), generator=generator)
+    weights = torch.rand(3, 60, 4, generator=generator).softmax(-1)
+    region, group = torch.randint(3, (60,), generator=generator), torch.randint(2, (60,), generator=generator)
+    names = (["au", "macro", "micro", "vgg"], list(CANONICAL), ["r0", "r1", "r2"], ["g0", "g1"])
+    together = breakdowns("val", pred, weights, y, region, group, *names)
+    for member, (values, figures) in enumerate(together):
+        own_values, own_figures = breakdown("val", pred[member], weights[member], y, region, group, *names)
+        assert values.keys() == own_values.keys() and "val/acc_region/r2" in values
+        assert values == pytest.approx(own_values, abs=1e-6)
+        for key, value in own_figures.items():
+            if hasattr(value, "shape"):
+                assert figures[key] == pytest.approx(value, abs=1e-6)
+            else:
+                assert figures[key] == value
+    assert together[0][0] != together[1][0]

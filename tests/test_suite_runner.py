@@ -31,16 +31,16 @@ def _toy_manifest(n_subjects: int = 4) -> pd.DataFrame:
     return validate(pd.DataFrame(rows))
 
 
-def _toy_tables(table: pd.DataFrame, folder: Path) -> dict[str, Path]:
-    rng = np.random.default_rng(0)
+def _toy_tables(table: pd.DataFrame, folder: Path, seed: int = 0) -> dict[str, Path]:
+    rng = np.random.default_rng(seed)
     codes = table["label"].map({c: k for k, c in enumerate(CANONICAL)}).to_numpy()
     files = {}
     for name, dim in (("au", 6), ("macro", 7)):
         values = rng.normal(0, 1, (len(table), dim)).astype(np.float32)
         values[np.arange(len(table)), codes % dim] += 2.0
         labels = [f"{name}.{c}" for c in CANONICAL][:dim] if name == "macro" else [f"au.f{i}" for i in range(dim)]
-        files[name] = CueTable(name, "fp", table["sample_id"].to_numpy(), labels, values,
-                               np.ones(len(table), bool)).save(folder / f"{name}.npz")
+        files[name] = CueTable(name, f"fp{seed}", table["sample_id"].to_numpy(), labels, values,
+                               np.ones(len(table), bool)).save(folder / f"{name}{seed or ''}.npz")
     return files
 
 
@@ -112,6 +112,37 @@ def test_killed_suite_resumes_to_the_same_results(tmp_path: Path, monkeypatch: p
     assert _snapshot(tmp_path / "resumed") == before  # a refused resume changes nothing on disk
     runner_module.run_suite(_spec(seeds=[0, 1, 2]), tmp_path / "resumed", progress=False)  # growing is a resume
     assert len(pd.read_csv(tmp_path / "resumed" / "results.csv")) == expected * 3 // 2
+
+
+def test_one_stack_spans_the_detector_seeds_with_each_run_as_its_own(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """LAM runs of every detector seed train as one stack per (fold, model, cue set), each member on its own detector
+    seed's cues: the same results as stacks of one detector seed each (a suite grown seed by seed)."""
+    table = _toy_manifest()
+    _patch(monkeypatch, table, tmp_path)
+    files = {seed: _toy_tables(table, tmp_path, seed) for seed in (0, 1)}
+    tables = {seed: {n: CueTable.load(p) for n, p in f.items()} for seed, f in files.items()}
+    by_fingerprint = {t.fingerprint: files[seed] for seed, own in tables.items() for t in own.values()}
+    monkeypatch.setattr(runner_module.SuiteRunner, "_lam", lambda self, m, reserved, seed: (Path("spec.yaml"),
+                                                                                          tables[seed]))
+    monkeypatch.setattr(runner_module.SuiteRunner, "_cue_files",
+                        lambda self, m, t: tuple((n, str(by_fingerprint[x.fingerprint][n])) for n, x in t.items()))
+    runner_module.run_suite(_spec(detector_seeds=[0, 1]), tmp_path / "spanned", progress=False)
+    runner_module.run_suite(_spec(detector_seeds=[0]), tmp_path / "apart", progress=False)
+    runner_module.run_suite(_spec(detector_seeds=[0, 1]), tmp_path / "apart", progress=False)
+    spanned, apart = (_comparable(tmp_path / f / "results.csv").sort_values("run_id").reset_index(drop=True)
+                      for f in ("spanned", "apart"))
+    pd.testing.assert_frame_equal(spanned, apart)
+    assert set(spanned["detector_seed"]) == {0, 1}
+    assert (spanned.groupby("detector_seed")["cue_keys"].nunique() == 1).all() and spanned["cue_keys"].nunique() == 2
+    stacks = {yaml.safe_load((tmp_path / "spanned" / d / "run.yaml").read_text())["stack"] for d in spanned["run_dir"]}
+    assert stacks == {f"stacks/{fold}/lam/{model}/A/d0-1" for fold in ("r1", "r2") for model in ("attention", "concat")}
+    for run_dir in spanned["run_dir"]:
+        assert (tmp_path / "spanned" / run_dir / "predictions.csv").read_bytes() == \
+            (tmp_path / "apart" / run_dir / "predictions.csv").read_bytes()
+        config = yaml.safe_load((tmp_path / "spanned" / run_dir / "config.yaml").read_text())
+        seed = int(run_dir.split("/d")[1].split("/")[0])
+        assert config["data"]["cue_files"] == {n: str(p) for n, p in files[seed].items()}
 
 
 def test_second_process_on_the_same_out_is_refused(tmp_path: Path) -> None:

@@ -99,6 +99,8 @@ class _CLI(LightningCLI):
             # the trainer refuses the accelerator itself, naming it)
 
     def before_fit(self) -> None:
+        if self.datamodule.n_replicates > 1 and not isinstance(self.model, FusionEnsemble):
+            raise InputError("data.cue_replicates: only a stack (FusionEnsemble, `mcam fit`) trains on replicates")
         if getattr(self.model.network, "needs_raw_cues", False) and self.datamodule.standardize:
             raise InputError(f"{type(self.model.network).__name__} reads detector probabilities: "
                              "set data.standardize: false (configs/model/late_average.yaml does)")
@@ -116,7 +118,8 @@ class FusionCLI(_CLI):
 
     Early stopping and checkpoint settings (early_stopping.*, checkpoint.*) are applied per member by the
     ensemble. A stack of one writes its run into the logger's folder; a larger stack writes one run folder
-    per member (`member_dirs`, default <log_dir>/seed<s>) with config.yaml (that member alone), predictions.csv,
+    per member (`member_dirs`, default <log_dir>/seed<s>, or r<replicate>-seed<s> over `model.replicates`) with
+    config.yaml (that member alone, its own replicate's cue files), predictions.csv,
     checkpoints/best.ckpt and TensorBoard events.
     """
 
@@ -180,6 +183,9 @@ class FusionCLI(_CLI):
             if own:
                 replay_scalars(model.member_history(i), str(folder))
                 member = {**template, "seed_everything": model.seeds[i]}
+                if self.datamodule.n_replicates > 1:  # the member's own replicate's cues, as its single run reads them
+                    own = self.datamodule.cue_replicates[model.replicates[i]]
+                    member["data"] = {**member["data"], "cue_files": own}
                 logger = member["trainer"].get("logger")
                 if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
                     member["trainer"] = {**member["trainer"], "logger": {**logger, "init_args": {
@@ -191,7 +197,8 @@ class FusionCLI(_CLI):
         """The stack's config as one member's (seed and folder filled in per member): `mcam fit --config` of it
         re-runs that member alone. Dumped once: jsonargparse's dump costs more than a member's training."""
         member = copy.deepcopy(config)
-        member.model.seeds, member.member_dirs = None, None
+        member.model.seeds, member.model.replicates, member.data.cue_replicates = None, None, None
+        member.member_dirs = None
         member.checkpoint.dirpath, member.prediction_writer.output = None, None
         return yaml.load(self._parser(self.subcommand).dump(member, skip_none=False), Loader=yaml.CSafeLoader)
 

@@ -7,6 +7,7 @@ refuses other cues at predict time and `use_normalisation` reapplies the trainin
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ def _load_table(path: str) -> CueTable:
     return _load_table_version(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=32)
 def _load_table_version(path: str, size: int, mtime_ns: int) -> CueTable:
     return CueTable.load(path)
 
@@ -102,11 +103,15 @@ class CueDataModule(pl.LightningDataModule):
     artifact store `store` (`adaptation='gam'` fine-tunes the trainable detectors on the training part
     first, through `mcam.cues.pretrain.adapt_detectors`), the detectors on `device` (in `mcam fit`: the trainer's
     accelerator unless given). Batches: (x, valid, y, region, group, row index).
+
+    `cue_replicates` are replicates of the same cues over the same rows (one set of cue files each, e.g. one per
+    detector seed; cue_files is the first): a `FusionEnsemble` with `replicates` trains each member on its own
+    replicate, standardised with that replicate's own training statistics (`replicate(r)`), as its single run.
     """
 
     def __init__(self, data_dir: str | None = None, cues: str | list[str] | None = None,
                  detectors: str | None = None, store: str | None = None, cue_dir: str | None = None,
-                 cue_files: dict[str, str] | None = None,
+                 cue_files: dict[str, str] | None = None, cue_replicates: list[dict[str, str]] | None = None,
                  split: SplitMode = "subject", val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
                  regions: list[str] | None = None, train_regions: list[str] | None = None,
                  test_regions: list[str] | None = None, train_datasets: list[str] | None = None,
@@ -118,9 +123,18 @@ class CueDataModule(pl.LightningDataModule):
         super().__init__()
         if batch_size < 0:
             raise InputError(f"data.batch_size must be >= 1, or 0 for the whole part in one batch; got {batch_size}")
+        if cue_replicates is not None:
+            if not cue_replicates:
+                raise InputError("data.cue_replicates is empty: give one set of cue files per replicate, or leave "
+                                 "it out")
+            if cue_files is not None and dict(cue_files) != dict(cue_replicates[0]):
+                raise InputError("data.cue_files must be data.cue_replicates[0] (the first replicate), or left out")
+            cue_files = dict(cue_replicates[0])
         self.save_hyperparameters()
         self.data_dir, self.cues, self.detectors, self.cue_dir = data_dir, cues, detectors, cue_dir
         self.store, self.cue_files = store, cue_files
+        self.cue_replicates = [dict(files) for files in cue_replicates] if cue_replicates else None
+        self._replicates: dict[int, CueDataModule] = {}
         self.split, self.val_fraction, self.test_fraction, self.seed = split, val_fraction, test_fraction, seed
         self.regions = regions
         self.split_values = {"regions": (train_regions, test_regions), "datasets": (train_datasets, test_datasets)}
@@ -206,6 +220,36 @@ class CueDataModule(pl.LightningDataModule):
                   else f"detectors {self.detectors or DEFAULT_DETECTORS}")
         return f"{self._source()} with {source}"
 
+    @property
+    def n_replicates(self) -> int:
+        return len(self.cue_replicates) if self.cue_replicates else 1
+
+    def replicate(self, r: int) -> "CueDataModule":
+        """The data module of replicate r (0: this one): the same rows and settings over replicate r's cue files."""
+        if r == 0:
+            return self
+        if r not in self._replicates:
+            if not 0 < r < self.n_replicates:
+                raise IndexError(f"replicate {r} of {self.n_replicates} (data.cue_replicates)")
+            settings = {k: v for k, v in self.hparams.items() if k in inspect.signature(CueDataModule).parameters}
+            module = CueDataModule(**{**settings, "cue_files": self.cue_replicates[r], "cue_replicates": None})
+            module._manifest = self._manifest
+            own, other = self._prepared(), module._prepared()
+            if list(other.cue_dims.items()) != list(own.cue_dims.items()) or other.cue_labels != own.cue_labels:
+                raise InputError(f"data.cue_replicates[{r}] gives cues {_dims(other.cue_dims)}, replicate 0 gives "
+                                 f"{_dims(own.cue_dims)}: replicates must be the same cues (names, dims, columns)")
+            if not other.frame.equals(own.frame):  # the rows come from the manifest and split alone: a bug if not
+                raise RuntimeError(f"replicate {r} has other rows than replicate 0")
+            self._replicates[r] = module
+        return self._replicates[r]
+
+    def stacked_tensors(self, part: str) -> tuple[torch.Tensor, ...]:
+        """`part_tensors`, with x [R, n, D] and valid [R, n, n_cues] over the R replicates when there are several."""
+        if self.n_replicates == 1:
+            return self.part_tensors(part)
+        parts = [self.replicate(r).part_tensors(part) for r in range(self.n_replicates)]
+        return torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]), *parts[0][2:]
+
     def use_normalisation(self, normalisation: Mapping[str, Mapping[str, torch.Tensor]] | None) -> None:
         """Rebuild the cue tensor with a checkpoint's training statistics (None: raw cues), not this data's own."""
         data = self._prepared()
@@ -246,8 +290,8 @@ class CueDataModule(pl.LightningDataModule):
         return data.x[index], data.valid[index], data.y[index], data.region[index], data.group[index], index
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        tensors = self.part_tensors(part)
-        n = len(tensors[0])
+        tensors = self.stacked_tensors(part) if self.whole_parts else self.part_tensors(part)
+        n = len(tensors[2])
         if n == 0:
             raise InputError(f"{self._source()}: the {part!r} part is empty (split {self.split!r}); check the split "
                              "options" + ("" if part != "test" else " or data.predict_split"))

@@ -8,6 +8,10 @@ passes run at once, as one forward of the network with its parameters stacked ov
 networks are written for it, `mcam.fusion.networks`); a stopped member leaves the computation. `mcam fit` trains a
 stack of one.
 
+A stack may also span replicates of its cues (`replicates`: each member's index into the data's `cue_replicates`,
+e.g. one per detector seed): a member reads its own replicate's rows (`networks.ReplicateRows`: the layers that
+read the rows run once per replicate, everything after them once for the whole stack).
+
 On CPU, MKL picks matrix kernels by memory alignment, so a member at an odd position of the stack would get
 gradients that differ from its single run in the last bit; `mcam/__init__.py` sets MKL_CBWR=AUTO,STRICT,
 which makes them identical (tests/test_fusion_ensemble.py checks it through `mcam fit`).
@@ -30,9 +34,10 @@ from torch.optim.adam import adam
 from torch.utils.tensorboard.summary import Summary
 
 from mcam.determinism import seeded
+from mcam.errors import InputError
 from mcam.fusion.metrics import stacked_scores
-from mcam.fusion.module import CUE_METADATA, CueCheckpoints, breakdown, log_figures
-from mcam.fusion.networks import FusionNetwork, cue_losses, drop_cues, fusion_loss
+from mcam.fusion.module import CUE_METADATA, CueCheckpoints, breakdowns, log_figures
+from mcam.fusion.networks import FusionNetwork, ReplicateRows, cue_losses, drop_cues, fusion_loss
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]  # x, valid, y, region, group, row index
 
@@ -86,7 +91,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
                  plateau_patience: int = 5, monitor: str = "val/loss", patience: int = 20, min_delta: float = 0.0,
                  region_names: list[str] | None = None, group_names: list[str] | None = None,
                  image_every_n_epochs: int = 10, details_every_n_epochs: int = 1,
-                 cue_patience: int | None = None) -> None:
+                 cue_patience: int | None = None, replicates: list[int] | None = None) -> None:
         super().__init__()
         if not isinstance(network, FusionNetwork):
             raise TypeError(f"FusionEnsemble stacks fusion networks (mcam.fusion.networks.FusionNetwork, whose forward "
@@ -99,8 +104,13 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         self.save_hyperparameters(ignore=["network", "class_weights", "region_names", "group_names"])
         self.automatic_optimization = False
         self.seeds = [0] if seeds is None else [int(s) for s in seeds]
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct and not empty, got {self.seeds}")
+        self.replicates = [0] * len(self.seeds) if replicates is None else [int(r) for r in replicates]
+        if not self.seeds or len(set(zip(self.replicates, self.seeds))) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct (per replicate) and not empty, got {self.seeds}")
+        if len(self.replicates) != len(self.seeds) or min(self.replicates) < 0 or self.replicates != sorted(
+                self.replicates):
+            raise ValueError(f"replicates: one replicate index >= 0 per seed, in increasing order (the members of "
+                             f"a replicate side by side); got {self.replicates} for seeds {self.seeds}")
         self._template = [network]  # a list: not a submodule (its own weights are no member's)
         # the network's structure without weights (meta device): functional_call runs it on each member's own
         self._structure = [copy.deepcopy(network).to("meta")]
@@ -108,7 +118,8 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         self._buffer_names = [name for name, _ in network.named_buffers()]
         for i, (_, buffer) in enumerate(network.named_buffers()):
             self.register_buffer(f"constant_{i}", buffer.detach().clone(), persistent=False)
-        self.members = nn.ParameterList(nn.Parameter(member_parameters(network, s)) for s in self.seeds)
+        # every member's flat parameters, one row each [M, P]: the stacked forward reads it as it is
+        self.members = nn.Parameter(torch.stack([member_parameters(network, s) for s in self.seeds]))
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weight", weight, persistent=False)
         self.region_names = list(region_names or [])
@@ -128,16 +139,21 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
     def _meta(self) -> nn.Module:
         return self._structure[0]
 
+    def member_name(self, i: int) -> str:
+        """'seed<s>', or 'r<replicate>-seed<s>' in a stack that spans replicates."""
+        own = f"seed{self.seeds[i]}"
+        return own if max(self.replicates) == 0 else f"r{self.replicates[i]}-{own}"
+
     def prefix(self, i: int) -> str:
-        """Scalar tag prefix of member i: '' for a stack of one, else 'seed<s>/'."""
-        return "" if len(self.seeds) == 1 else f"seed{self.seeds[i]}/"
+        """Scalar tag prefix of member i: '' for a stack of one, else '<member name>/'."""
+        return "" if len(self.seeds) == 1 else f"{self.member_name(i)}/"
 
     def member_folders(self, log_dir: Path) -> list[Path]:
         """Each member's run folder: `member_dirs` when set, else the logger's folder for a stack of one and
-        <log_dir>/seed<s> for a larger stack."""
+        <log_dir>/<member name> for a larger stack."""
         if self.member_dirs:
             return [Path(d) for d in self.member_dirs]
-        return [log_dir] if len(self.seeds) == 1 else [log_dir / f"seed{s}" for s in self.seeds]
+        return [log_dir] if len(self.seeds) == 1 else [log_dir / self.member_name(i) for i in range(len(self.seeds))]
 
     def member_state_dict(self, i: int) -> dict[str, Tensor]:
         """Member i's weights as the network's state_dict."""
@@ -161,7 +177,8 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         epoch (what model selection may read; never a test score)."""
         state = self._state[i]
         best = next((v for e, v in state.history if e == state.best_epoch and "val/loss" in v), {})
-        return {"seed": state.seed, "best_epoch": state.best_epoch, "stopped_epoch": state.stopped_epoch,
+        return {"seed": state.seed, **({"replicate": self.replicates[i]} if max(self.replicates) else {}),
+                "best_epoch": state.best_epoch, "stopped_epoch": state.stopped_epoch,
                 "epochs": sum(1 for _, v in state.history if "train/loss" in v),
                 "frozen_cues": {self.cue_names[c]: epoch for c, epoch in sorted(state.cue_frozen.items())},
                 "val_loss": best.get("val/loss"), "val_acc": best.get("val/acc"), "val_f1": best.get("val/f1")}
@@ -172,9 +189,15 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         shares (x [B, ...]; valid [B, n_cues], or [A, B, n_cues] when cue dropout hid other cues per member): one
         forward of the network with every parameter stacked over the members ([A, *shape]; see
         `mcam.fusion.networks`). The rows go in once: layers that read them compute every member's product as one,
-        with each member's numbers those of its single run. Outputs that no member's weights touch are expanded."""
-        flat = torch.stack([self.members[i] for i in members])
+        with each member's numbers those of its single run. Outputs that no member's weights touch are expanded.
+        With replicates, x is [R, B, ...] (each replicate's rows) and valid [A, B, n_cues] (`_member_masks`)."""
+        if x.dim() == 3:
+            sizes = [0] * len(x)
+            for i in members:
+                sizes[self.replicates[i]] += 1
+            x = ReplicateRows(x, sizes)
         a = len(members)
+        flat = self.members if a == len(self.seeds) else self.members[torch.tensor(members, device=self.members.device)]
         views = torch.split(flat, [n for _, _, n in self._shapes], dim=1)
         params = {name: v.view(a, *shape) for (name, shape, _), v in zip(self._shapes, views)}
         buffers = {name: getattr(self, f"constant_{i}") for i, name in enumerate(self._buffer_names)}
@@ -189,15 +212,27 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         return fusion_loss(outputs, y, valid, self.class_weight, self.network.aux_weight), outputs[0], outputs[1]
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """Every member on the same rows: (logits [M, B, K], cue weights [M, B, n_cues])."""
-        outputs = self._outputs(range(len(self.seeds)), x, valid)
+        """Every member on the same rows (x [B, ...], or [R, B, ...] over replicates): (logits [M, B, K], cue weights
+        [M, B, n_cues])."""
+        members = range(len(self.seeds))
+        outputs = self._outputs(members, x, self._member_masks(members, x, valid))
         return outputs[0], outputs[1]
+
+    def _member_masks(self, members: Sequence[int], x: Tensor, valid: Tensor) -> Tensor:
+        """The rows' cue masks as the members read them: valid as it is, or over replicates (x [R, B, ...], valid
+        [R, B, n_cues]) each member's replicate's, [A, B, n_cues]."""
+        if x.dim() < 3:
+            return valid
+        return valid[torch.tensor([self.replicates[i] for i in members], device=valid.device)]
 
     # --- training -------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
         if data is None or not hasattr(data, "part_tensors"):
             raise TypeError("FusionEnsemble trains from a CueDataModule (it draws each member's batches itself)")
+        if max(self.replicates) >= data.n_replicates:
+            raise InputError(f"model.replicates {self.replicates}: the data has {data.n_replicates} cue "
+                             "replicate(s) (data.cue_replicates)")
         data.whole_parts = True  # one batch per part: the epoch's minibatches are drawn here, per member
         # deterministic mode fills every new tensor with NaN, against reads of memory never written; no kernel here
         # reads any, and the fills cost about 6% of an attention stack's epoch (two identical runs stay identical)
@@ -208,8 +243,12 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         torch.utils.deterministic.fill_uninitialized_memory = getattr(self, "_fill_memory", True)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        optimizers = [torch.optim.Adam([p], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-                      for p in self.members]
+        """Per member an Adam that holds its settings and learning rate (its plateau schedule's); the steps are
+        `_adam_step`'s, on the member's row of `members` and of the moments kept here."""
+        optimizers = [torch.optim.Adam([torch.zeros(0, requires_grad=True)], lr=self.hparams.lr,
+                                       weight_decay=self.hparams.weight_decay) for _ in self.seeds]
+        self._moments = (torch.zeros_like(self.members.detach()), torch.zeros_like(self.members.detach()))
+        self._steps = [torch.zeros((), device=self.members.device) for _ in self.seeds]
         self._state = [
             _Member(seed, optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, factor=self.hparams.plateau_factor, patience=self.hparams.plateau_patience),
@@ -220,7 +259,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
 
     def on_fit_start(self) -> None:
         data = self.trainer.datamodule
-        self._val = [t.to(self.device) for t in data.part_tensors("val")]
+        self._val = [t.to(self.device) for t in data.stacked_tensors("val")]
         self._batch_size, self._balance = int(data.batch_size), data.balance
         # the batch order is the data's (data.seed), shared by every member: a member's draws (its initial weights,
         # cue dropout) are its seed's, so it is the single run of `seed_everything: <seed>` with this data seed
@@ -235,12 +274,15 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
             return torch.multinomial(1.0 / counts[y.cpu()], n, replacement=True, generator=generator)
         return torch.randperm(n, generator=generator)
 
-    def _member_valid(self, active: Sequence[int], valid: Tensor) -> Tensor:
-        """The rows' cue masks as each member trains on them: cue dropout from the member's own generator."""
+    def _member_valid(self, active: Sequence[int], x: Tensor, valid: Tensor) -> Tensor:
+        """The rows' cue masks as each member trains on them (`_member_masks`): cue dropout from the member's own
+        generator."""
+        valid = self._member_masks(active, x, valid)
         p = self.network.cue_dropout
         if p <= 0:
             return valid
-        return torch.stack([drop_cues(valid, p, self._state[i].generator) for i in active])
+        return torch.stack([drop_cues(valid if valid.dim() == 2 else valid[a], p, self._state[i].generator)
+                            for a, i in enumerate(active)])
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         x, valid, y, region, group, _ = batch
@@ -248,13 +290,13 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         n = len(y)
         size = n if self._batch_size <= 0 else min(self._batch_size, n)
         order = self._order(y).to(x.device)
-        trainable = any(p.numel() for p in self.members)
+        trainable = self.members.numel() > 0
         self._meta.train()
         losses, preds, cue_weights = [], [], []
         for rows in _minibatches(order, size):
+            xs, masks = x.index_select(-2, rows), valid.index_select(-2, rows)
             with torch.set_grad_enabled(trainable):
-                loss, logits, weights = self._stacked(active, x[rows], self._member_valid(active, valid[rows]),
-                                                      y[rows])
+                loss, logits, weights = self._stacked(active, xs, self._member_valid(active, xs, masks), y[rows])
             if trainable:
                 self.manual_backward(loss.sum())
                 self._adam_step(active)
@@ -282,30 +324,28 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
     def _adam_step(self, active: Sequence[int]) -> None:
         """One Adam step of every active member: torch's fused Adam kernel (`torch.optim.adam.adam`, fused; 4-5x
         faster than foreach on CPU, each element's update computed alone, so a member's numbers do not depend on the
-        stack) on each member's own state, one call per learning rate in use (members' plateau schedules differ)."""
+        stack) on each member's row and its own moments and step count, one call per learning rate in use (members'
+        plateau schedules differ)."""
         by_lr: dict[float, list[int]] = {}
         for i in active:
             by_lr.setdefault(self._state[i].optimizer.param_groups[0]["lr"], []).append(i)
+        weights, grads, (exp_avg, exp_avg_sq) = self.members.detach(), self.members.grad, self._moments
         for lr, members in by_lr.items():
-            params = [self.members[i] for i in members]
-            states = [self._state[i].optimizer.state[p] for i, p in zip(members, params)]
-            for state, p in zip(states, params):
-                if not state:  # as Adam initialises its state on the first step
-                    state.update(step=torch.zeros((), device=p.device), exp_avg=torch.zeros_like(p),
-                                 exp_avg_sq=torch.zeros_like(p))
             group = self._state[members[0]].optimizer.param_groups[0]
-            adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                 [], [s["step"] for s in states], fused=True, amsgrad=False, beta1=group["betas"][0],
-                 beta2=group["betas"][1], lr=lr, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
-            for i, p in zip(members, params):
-                p.grad = None
-                self._hold_frozen_cues(i)
+            adam([weights[i] for i in members], [grads[i] for i in members], [exp_avg[i] for i in members],
+                 [exp_avg_sq[i] for i in members], [], [self._steps[i] for i in members], fused=True, amsgrad=False,
+                 beta1=group["betas"][0], beta2=group["betas"][1], lr=lr, weight_decay=group["weight_decay"],
+                 eps=group["eps"], maximize=False)
+        self.members.grad = None
+        for i in active:
+            self._hold_frozen_cues(i)
 
     @torch.no_grad()
     def _evaluate(self, members: Sequence[int], tensors: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """(loss [A], predictions [A, B], weights [A, B, n_cues], per-cue classifier losses [A, n_cues] or None)."""
         x, valid, y = tensors[:3]
         self._meta.eval()
+        valid = self._member_masks(members, x, valid)
         outputs = self._outputs(members, x, valid)
         loss = fusion_loss(outputs, y, valid, self.class_weight, self.network.aux_weight)
         per_cue = cue_losses(outputs[2], y, valid, self.class_weight) if len(outputs) > 2 else None
@@ -323,9 +363,9 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         every = max(1, self.hparams.details_every_n_epochs)
         images = split != "train" and self._images_due(split)
         if split == "test" or self.current_epoch % every == 0 or images:
-            for member, (p, w) in enumerate(zip(pred.cpu(), weights.float().cpu())):
-                values, figures = breakdown(split, p, w, y.cpu(), region.cpu(), group.cpu(), cues, self.class_names,
-                                            self.region_names, self.group_names)
+            details = breakdowns(split, pred.cpu(), weights.float().cpu(), y.cpu(), region.cpu(), group.cpu(), cues,
+                                 self.class_names, self.region_names, self.group_names)
+            for member, (values, figures) in enumerate(details):
                 scores[member].update(values)
                 if images:
                     self._pending_figures.append((member, figures))
@@ -391,7 +431,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         state = self._state[i]
         for c in state.cue_frozen:
             for span, values in zip(self._spans[c], state.cue_state[c]):
-                self.members[i][span] = values
+                self.members.detach()[i, span] = values
 
     def _stop_or_go(self, i: int, val_loss: float) -> None:
         """EarlyStopping + ModelCheckpoint(save_top_k=1) + ReduceLROnPlateau of one member, as a single run has."""
@@ -415,7 +455,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         with torch.no_grad():
             for i, state in enumerate(self._state):
                 if state.best_state is not None:
-                    self.members[i].copy_(state.best_state)
+                    self.members.detach()[i].copy_(state.best_state)
 
     # --- test / predict on whole parts --------------------------------------------------
     def test_step(self, batch: Batch, batch_idx: int) -> None:
@@ -438,7 +478,8 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         return {"state_dict": {f"network.{k}": v for k, v in self.member_state_dict(i).items()},
                 "seed": self.seeds[i], "epoch": state.best_epoch if state else None,
                 "stopped_epoch": state.stopped_epoch if state else None,
-                "pytorch-lightning_version": lightning.__version__, CUE_METADATA: self._cue_metadata()}
+                "pytorch-lightning_version": lightning.__version__,
+                CUE_METADATA: self._cue_metadata(self.replicates[i])}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A member's checkpoint (network.* keys, its cue metadata checked) loads into a stack of one."""
@@ -449,8 +490,8 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         if len(self.seeds) != 1:
             raise ValueError(f"a single member's checkpoint cannot fill a stack of {len(self.seeds)}")
         own = {k.removeprefix("network."): v for k, v in state.items()}
-        checkpoint["state_dict"] = {"members.0": torch.cat([own[name].reshape(-1) for name, _, _ in self._shapes])
-                                    if self._shapes else torch.zeros(0)}
+        checkpoint["state_dict"] = {"members": torch.cat([own[name].reshape(-1) for name, _, _ in self._shapes])[None]
+                                    if self._shapes else torch.zeros(1, 0)}
 
 
 def _minibatches(order: Tensor, size: int) -> list[Tensor]:

@@ -7,8 +7,14 @@ from torch import Tensor
 
 def confusion(target: Tensor, pred: Tensor, num_classes: int) -> Tensor:
     """Counts [K, K]: rows = true class, columns = predicted class."""
-    return torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes)
+    return stacked_confusion(target, pred.unsqueeze(0), num_classes)[0]
+
+
+def stacked_confusion(target: Tensor, pred: Tensor, num_classes: int) -> Tensor:
+    """Counts [A, K, K] of A models' predictions pred [A, B] of the same rows (target [B])."""
+    a, k = pred.shape[0], num_classes
+    member = torch.arange(a, device=pred.device).unsqueeze(1)
+    return torch.bincount((member * k * k + target * k + pred).flatten(), minlength=a * k * k).reshape(a, k, k)
 
 
 def accuracy(target: Tensor, pred: Tensor) -> float:
@@ -22,10 +28,8 @@ def macro_f1(target: Tensor, pred: Tensor, num_classes: int) -> float:
 
 def stacked_scores(target: Tensor, pred: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
     """Accuracy and macro F1 [A] of A models' predictions pred [A, B] of the same rows (target [B]), at once."""
-    a, k = pred.shape[0], num_classes
     acc = (pred == target).double().mean(dim=1)
-    member = torch.arange(a, device=pred.device).unsqueeze(1)
-    cm = torch.bincount((member * k * k + target * k + pred).flatten(), minlength=a * k * k).reshape(a, k, k).double()
+    cm = stacked_confusion(target, pred, num_classes).double()
     tp = cm.diagonal(dim1=1, dim2=2)
     support = cm.sum(2) + cm.sum(1)
     present = support > 0
@@ -34,7 +38,8 @@ def stacked_scores(target: Tensor, pred: Tensor, num_classes: int) -> tuple[Tens
 
 
 def mean_by(weights: Tensor, keys: Tensor, n_keys: int) -> tuple[Tensor, Tensor]:
-    """Mean weight rows per key: ([n_keys, n_cues], counts [n_keys]); keys without rows give 0."""
+    """Mean weight rows per key: ([..., n_keys, n_cues], counts [n_keys]) of weights [..., B, n_cues] (leading dims:
+    models); keys without rows give 0."""
     counts = torch.bincount(keys, minlength=n_keys)
-    sums = torch.zeros(n_keys, weights.shape[1], dtype=weights.dtype).index_add_(0, keys, weights)
+    sums = weights.new_zeros(*weights.shape[:-2], n_keys, weights.shape[-1]).index_add_(-2, keys, weights)
     return sums / counts.clamp_min(1).unsqueeze(1).to(weights.dtype), counts

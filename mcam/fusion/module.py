@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from mcam.errors import InputError
 from mcam.fusion.data import check_cue_metadata
 from mcam.fusion.figures import heatmap
-from mcam.fusion.metrics import accuracy, confusion, macro_f1, mean_by
+from mcam.fusion.metrics import accuracy, macro_f1, mean_by, stacked_confusion, stacked_scores
 from mcam.fusion.networks import fusion_loss
 from mcam.fusion.predictions import Predictions
 
@@ -39,10 +39,11 @@ class CueCheckpoints:
         data = getattr(trainer, "datamodule", None) if trainer is not None else None
         return data if hasattr(data, "cue_metadata") else None
 
-    def _cue_metadata(self) -> dict[str, Any]:
+    def _cue_metadata(self, replicate: int = 0) -> dict[str, Any]:
+        """The cue metadata of the data (of its replicate `replicate`, `CueDataModule.cue_replicates`)."""
         data = self._datamodule()
         network = {"cue_dims": dict(self.network.cue_dims), "class_names": self.class_names}
-        return {**(data.cue_metadata() if data is not None else {}), **network}
+        return {**(data.replicate(replicate).cue_metadata() if data is not None else {}), **network}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CUE_METADATA] = self._cue_metadata()
@@ -179,29 +180,42 @@ def breakdown(split: str, pred: Tensor, weights: Tensor, y: Tensor, region: Tens
               group_names: Sequence[str]) -> tuple[dict[str, float], dict[str, Any]]:
     """Scalars of one split's epoch (cue weights overall/per class/per region, acc and F1 per region and group)
     and the figures' data (class x cue and region x cue weights, confusion matrix) for `log_figures`."""
+    return breakdowns(split, pred[None], weights[None], y, region, group, cue_names, class_names, region_names,
+                      group_names)[0]
+
+
+def breakdowns(split: str, pred: Tensor, weights: Tensor, y: Tensor, region: Tensor, group: Tensor,
+               cue_names: Sequence[str], class_names: Sequence[str], region_names: Sequence[str],
+               group_names: Sequence[str]) -> list[tuple[dict[str, float], dict[str, Any]]]:
+    """`breakdown` of each of A models' predictions pred [A, B] and weights [A, B, n_cues] of the same rows, at once."""
     k, cues, classes = len(class_names), list(cue_names), list(class_names)
-    values = {f"{split}/weight/{cue}": float(weights[:, c].mean()) for c, cue in enumerate(cues)}
+    overall = weights.mean(dim=1).tolist()
+    values = [{f"{split}/weight/{cue}": w[c] for c, cue in enumerate(cues)} for w in overall]
     by_class, class_counts = mean_by(weights, y, k)
     regions = _names(region_names, int(region.max()) + 1, "region")
     by_region, region_counts = mean_by(weights, region, len(regions))
     for stem, names, table, counts in (("weight_class", classes, by_class, class_counts),
                                        ("weight_region", regions, by_region, region_counts)):
+        rows = table.tolist()
         for i, name in enumerate(names):
             if counts[i]:
-                values.update({f"{split}/{stem}/{name}/{cue}": float(table[i, c]) for c, cue in enumerate(cues)})
+                for member, own in zip(values, rows):
+                    member.update({f"{split}/{stem}/{name}/{cue}": own[i][c] for c, cue in enumerate(cues)})
     for kind, keys, names in (("region", region, regions),
                               ("group", group, _names(group_names, int(group.max()) + 1, "group"))):
         for i, name in enumerate(names):
             rows = keys == i
             if rows.any():
-                values[f"{split}/acc_{kind}/{name}"] = accuracy(y[rows], pred[rows])
-                values[f"{split}/f1_{kind}/{name}"] = macro_f1(y[rows], pred[rows], k)
-    figures = {"split": split, "cues": cues, "classes": classes, "confusion": confusion(y, pred, k).numpy(),
-               "by_class": by_class[class_counts > 0].numpy(),
-               "class_rows": [c for c, n in zip(classes, class_counts) if n],
-               "by_region": by_region[region_counts > 0].numpy(),
-               "region_rows": [r for r, n in zip(regions, region_counts) if n]}
-    return values, figures
+                acc, f1 = stacked_scores(y[rows], pred[:, rows], k)
+                for member, own_acc, own_f1 in zip(values, acc.tolist(), f1.tolist()):
+                    member[f"{split}/acc_{kind}/{name}"], member[f"{split}/f1_{kind}/{name}"] = own_acc, own_f1
+    matrices = stacked_confusion(y, pred, k)
+    class_rows = [c for c, n in zip(classes, class_counts) if n]
+    region_rows = [r for r, n in zip(regions, region_counts) if n]
+    return [(own, {"split": split, "cues": cues, "classes": classes, "confusion": matrix.numpy(),
+                   "by_class": member_class[class_counts > 0].numpy(), "class_rows": class_rows,
+                   "by_region": member_region[region_counts > 0].numpy(), "region_rows": region_rows})
+            for own, matrix, member_class, member_region in zip(values, matrices, by_class, by_region)]
 
 
 def log_figures(loggers: Sequence[Any], figures: Mapping[str, Any], step: int, prefix: str = "") -> None:

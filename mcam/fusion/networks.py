@@ -12,12 +12,15 @@ probability (one always stays), drawn by the trainer from the member's own gener
 A stack of networks (`FusionEnsemble`: one per seed) runs the same forward with each parameter stacked along a
 leading member dim ([M, *shape]): the layers here (`Linear`, `LayerNorm`) run all members at once, the forwards
 work over trailing dims, and outputs that depend on the parameters come out as [M, B, ...]; valid may then be
-[M, B, n_cues] (each member's own cue dropout).
+[M, B, n_cues] (each member's own cue dropout). A stack that spans replicates of the cues (one per detector seed)
+passes x as `ReplicateRows`: each replicate's rows, read by that replicate's members only.
 """
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Literal, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,12 +82,90 @@ class _StackedLinear(torch.autograd.Function):
         return grad_x, (flat.t() @ x).view(m, out, d), grad.contiguous().sum(1)
 
 
+@dataclass
+class ReplicateRows:
+    """The rows of a stack spanning replicates of its cues: x [R, B, D], replicate r's rows read by `sizes[r]`
+    members (the members are in replicate order). The layers that read x run each replicate's members on its rows
+    as a stack of their own, so each member's numbers are those of its single run."""
+
+    x: Tensor
+    sizes: Sequence[int]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x.dtype
+
+    def split(self, dims: Sequence[int]) -> tuple["ReplicateRows", ...]:
+        return tuple(ReplicateRows(part, self.sizes) for part in torch.split(self.x, list(dims), dim=-1))
+
+    def _groups(self) -> list[tuple[int, slice]]:
+        """(replicate, its members' positions) of every replicate some member reads."""
+        starts = [0, *itertools.accumulate(self.sizes)]
+        return [(r, slice(starts[r], starts[r + 1])) for r, k in enumerate(self.sizes) if k]
+
+    def linear(self, weight: Tensor, bias: Tensor) -> Tensor:
+        """[A, B, out]: each replicate's members (weights [A, out, in]) on its rows (`_ReplicateLinear`)."""
+        return _ReplicateLinear.apply(self.x, weight, bias, self._groups())
+
+    def per_member(self, function: Callable[[Tensor], Tensor]) -> Tensor:
+        """[A, ...]: `function` of each replicate's rows [B, D], once for all of its members."""
+        outputs = []
+        for r, own in self._groups():
+            value = function(self.x[r])
+            outputs.append(value.expand(own.stop - own.start, *value.shape))
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
+    def scaled(self, mask: Tensor) -> "ReplicateRows":
+        """Each replicate's rows times its members' mask (mask [A, B, 1], the same for a replicate's members: no
+        cue dropout)."""
+        x = self.x.clone()
+        for r, own in self._groups():
+            x[r] = self.x[r] * mask[own.start]
+        return ReplicateRows(x, self.sizes)
+
+
+class _ReplicateLinear(torch.autograd.Function):
+    """`_StackedLinear` per replicate (`ReplicateRows`): replicate r's rows x[r] [B, in] times its members' weights
+    (their slice of weight [A, out, in]) side by side, written into one output [A, B, out], and each replicate's
+    members' gradients written into one weight gradient (slicing the weights in autograd would add up a weight-sized
+    gradient per replicate)."""
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor, groups: list[tuple[int, slice]]) -> Tensor:
+        a, out, d = weight.shape
+        result = x.new_empty(a, x.shape[-2], out)
+        for r, own in groups:
+            k = own.stop - own.start
+            product = torch.addmm(bias[own].reshape(1, k * out), x[r], weight[own].reshape(k * out, d).t())
+            result[own] = product.view(-1, k, out).transpose(0, 1)
+        return result
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs[:2])
+        ctx.groups = inputs[3]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        a, out, d = weight.shape
+        grad_weight = torch.empty_like(weight)
+        for r, own in ctx.groups:
+            k = own.stop - own.start
+            flat = grad[own].transpose(0, 1).reshape(-1, k * out)
+            grad_weight[own] = (flat.t() @ x[r]).view(k, out, d)
+        return None, grad_weight, grad.contiguous().sum(1), None
+
+
 class Linear(nn.Linear):
     """nn.Linear that also runs a stack of members (`FusionEnsemble`): with weight [M, out, in] and bias [M, out] it
     maps rows every member reads, x [B, in], by one product with all members' weights side by side
-    (`_StackedLinear`), and per-member rows x [M, B, in] by a batched product; either way onto [M, B, out]."""
+    (`_StackedLinear`), each replicate's rows (`ReplicateRows`) by such a product per replicate, and per-member
+    rows x [M, B, in] by a batched product; either way onto [M, B, out]."""
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor | ReplicateRows) -> Tensor:
+        if isinstance(x, ReplicateRows):
+            return x.linear(self.weight, self.bias)
         if self.weight.dim() == 2:
             return super().forward(x)
         if x.dim() == 2:
@@ -134,9 +215,10 @@ class FusionNetwork(nn.Module):
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
-    def split(self, x: Tensor) -> tuple[Tensor, ...]:
-        """x [B, sum D] -> one tensor per cue."""
-        return torch.split(x, [self.cue_dims[c] for c in self.cue_names], dim=-1)
+    def split(self, x: Tensor | ReplicateRows) -> tuple[Tensor, ...] | tuple[ReplicateRows, ...]:
+        """x [B, sum D] -> one tensor per cue (each replicate's rows: one `ReplicateRows` per cue)."""
+        dims = [self.cue_dims[c] for c in self.cue_names]
+        return x.split(dims) if isinstance(x, ReplicateRows) else torch.split(x, dims, dim=-1)
 
 
 class CueEncoders(nn.Module):
@@ -261,7 +343,7 @@ class StaticWeightFusion(FusionNetwork):
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         emb = self.encoders(self.split(x), valid)
         static = self.cue_logits.unsqueeze(-2)  # [..., 1, n_cues]: one row of weights for every row of x
-        weights = masked_softmax(static.expand(*static.shape[:-2], x.shape[0], -1), valid)
+        weights = masked_softmax(static.expand(*static.shape[:-2], valid.shape[-2], -1), valid)
         return self.head((weights.unsqueeze(-1) * emb).sum(dim=-2)), weights
 
 
@@ -283,7 +365,8 @@ class SingleCue(FusionNetwork):
         self.net = mlp(self.cue_dims[cue], hidden, num_classes, dropout)
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        part = self.split(x)[self.position] * valid[..., self.position:self.position + 1]
+        part, mask = self.split(x)[self.position], valid[..., self.position:self.position + 1]
+        part = part.scaled(mask) if isinstance(part, ReplicateRows) else part * mask
         weights = torch.zeros_like(valid, dtype=x.dtype)
         weights[..., self.position] = valid[..., self.position].to(x.dtype)
         return self.net(part), weights
@@ -339,11 +422,14 @@ class LateFusionAverage(FusionNetwork):
             self.log_temperature = nn.Parameter(torch.zeros(()))
             self.bias = nn.Parameter(torch.zeros(num_classes))
 
-    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        n, k = len(self.cue_names), self.num_classes
-        # [B, n, K]: each cue's probabilities on the target classes (block-diagonal map keeps cues apart)
-        per_cue = (x[:, self.prob_columns].clamp_min(0) @ self.prob_map).reshape(x.shape[0], n, k)
-        per_cue = per_cue / per_cue.sum(-1, keepdim=True).clamp_min(1e-8)
+    def _per_cue(self, x: Tensor) -> Tensor:
+        """[B, n, K]: each cue's probabilities on the target classes (block-diagonal map keeps cues apart)."""
+        per_cue = (x[:, self.prob_columns].clamp_min(0) @ self.prob_map).reshape(x.shape[0], len(self.cue_names),
+                                                                                  self.num_classes)
+        return per_cue / per_cue.sum(-1, keepdim=True).clamp_min(1e-8)
+
+    def forward(self, x: Tensor | ReplicateRows, valid: Tensor) -> tuple[Tensor, Tensor]:
+        per_cue = x.per_member(self._per_cue) if isinstance(x, ReplicateRows) else self._per_cue(x)
         use = valid & self.has_probs
         weights = masked_softmax(torch.zeros_like(use, dtype=x.dtype), use)
         probs = (weights.unsqueeze(-1) * per_cue).sum(-2)

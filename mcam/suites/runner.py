@@ -2,10 +2,10 @@
 
 Every derived artifact (trained detectors, cue tables, fold tables) comes from the content-addressed
 store (`mcam.store`), so suites, profiles and `mcam fit` share them safely. Runs that differ only by
-fusion seed train together as one stack (a FusionEnsemble in one LightningCLI `fit`, built from the same
-config groups `mcam fit` uses); each run still gets its own folder with the resolved `config.yaml` that
-reproduces it alone. A lock on the output folder keeps a second process out;
-rows land atomically, so a killed suite resumes where it stopped with identical results.
+fusion seed (and, for LAM, by detector seed: the detector seeds' cues are replicates of one another) train together
+as one stack (a FusionEnsemble in one LightningCLI `fit`, built from the same config groups `mcam fit` uses); each
+run still gets its own folder with the resolved `config.yaml` that reproduces it alone. A lock on the output folder
+keeps a second process out; rows land atomically, so a killed suite resumes where it stopped with identical results.
 """
 from __future__ import annotations
 
@@ -155,19 +155,30 @@ class ResultsTable:
 
 
 @dataclass(frozen=True)
-class FusionJob:
-    """Everything one stack of fusion runs (the same run but for the fusion seed) needs, picklable so it can run
-    in a worker process."""
+class CueSource:
+    """The cues of one detector seed: where its tables are, and the artifact keys recorded with its runs."""
 
-    runs: tuple[RunSpec, ...]
+    detector_seed: int
+    cue_files: tuple[tuple[str, str], ...]  # cue name -> CueTable .npz in the store
+    keys: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class FusionJob:
+    """Everything one stack of fusion runs (the same run but for the fusion seed and the detector seed) needs,
+    picklable so it can run in a worker process."""
+
+    runs: tuple[RunSpec, ...]  # by detector seed in the order of `sources`, then by fusion seed
     fold_role: str
     # (name, manifest folder) per selection variant of the fold (store entries; `split` column = train/val/test):
     # one for selection in_domain, one per held-out training region for leave_one_source_region_out
     fold_dirs: tuple[tuple[str, Path], ...]
-    cue_files: tuple[tuple[str, str], ...]  # cue name -> CueTable .npz in the store
-    keys: tuple[tuple[str, str], ...]  # artifact keys recorded with the run
+    sources: tuple[CueSource, ...]  # the runs' detector seeds' cues (the stack's cue replicates)
     out: Path
     spec: SuiteSpec
+
+    def source(self, run: RunSpec) -> CueSource:
+        return next(s for s in self.sources if s.detector_seed == run.detector_seed)
 
 
 def _nested(dotted: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,9 +198,10 @@ def fusion_configs(spec: SuiteSpec, model: str) -> list[Path]:
     return [resolve_path(c) for c in spec.fusion_configs] + [asset_path(f"configs/model/{model}.yaml")]
 
 
-def stack_id(run: RunSpec) -> str:
-    """The run id without its fusion seed: runs that share it train as one stack."""
-    return run.run_id.rsplit("/", 1)[0]
+def stack_id(runs: tuple[RunSpec, ...] | list[RunSpec]) -> str:
+    """The runs' id without fusion seed, with every detector seed of theirs: 'east_asian/lam/attention/A/d0-1-2'."""
+    seeds = "-".join(str(s) for s in dict.fromkeys(r.detector_seed for r in runs))
+    return f"{runs[0].run_id.rsplit('/', 2)[0]}/d{seeds}"
 
 
 def run_dir(out: Path, run: RunSpec) -> Path:
@@ -213,6 +225,12 @@ def run_arguments(job: FusionJob, stack_dir: Path, variant: int = 0) -> dict[str
     # figures per run cost more than the run (the report draws them); per-region/group/cue scalars every 10 epochs
     model: dict[str, Any] = {"image_every_n_epochs": 0, "details_every_n_epochs": 10,
                              "seeds": [r.seed for r in job.runs]}
+    data: dict[str, Any] = {"data_dir": str(fold_dir), "split": "manifest",
+                            "cue_files": dict(job.sources[0].cue_files), "cues": None}
+    if len(job.sources) > 1:  # one stack over the detector seeds: each member reads its own seed's cues
+        order = [s.detector_seed for s in job.sources]
+        model["replicates"] = [order.index(r.detector_seed) for r in job.runs]
+        data["cue_replicates"] = [dict(s.cue_files) for s in job.sources]
     if run.model == "single_cue":
         model["network"] = {"init_args": {"cue": cues[0]}}
     own = {
@@ -222,8 +240,7 @@ def run_arguments(job: FusionJob, stack_dir: Path, variant: int = 0) -> dict[str
                     "enable_progress_bar": False, "enable_model_summary": False,
                     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                "init_args": {"save_dir": str(stack_dir), "name": "", "version": ""}}},
-        "data": {"data_dir": str(fold_dir), "split": "manifest", "cue_files": dict(job.cue_files),
-                 "cues": cues},
+        "data": {**data, "cues": cues},
         "model": model,
     }
     merged = settings
@@ -262,7 +279,7 @@ def execute_job(job: FusionJob) -> list[dict[str, Any]]:
     quiet_lightning()
     started = time.monotonic()
     spec, first = job.spec, job.runs[0]
-    stack_dir = job.out / "stacks" / stack_id(first).replace(">", "")
+    stack_dir = job.out / "stacks" / stack_id(job.runs).replace(">", "")
     for folder in [stack_dir, *(run_dir(job.out, r) for r in job.runs)]:
         shutil.rmtree(folder, ignore_errors=True)  # what a killed attempt left
     for variant, (name, _) in enumerate(job.fold_dirs):
@@ -273,7 +290,6 @@ def execute_job(job: FusionJob) -> list[dict[str, Any]]:
         for config in [*fusion_configs(spec, first.model), folder / "run_args.yaml"]:
             args += ["--config", str(config)]
         run_lightning_cli(args)
-    keys = dict(job.keys)
     seconds = round((time.monotonic() - started) / len(job.runs), 2)
     rows = []
     for run in job.runs:
@@ -283,6 +299,7 @@ def execute_job(job: FusionJob) -> list[dict[str, Any]]:
             average_runs(variants, folder)
         predictions = Predictions.read_csv(folder / "predictions.csv")
         cues = list(run.cues) if isinstance(run.cues, tuple) else run.cues
+        keys, names = dict(job.source(run).keys), [name for name, _ in job.source(run).cue_files]
         write_atomic(folder / "run.yaml", yaml.safe_dump({
             "run": {**dataclasses.asdict(run), "cues": cues},
             "fold_role": job.fold_role, "selection": spec.selection, "artifacts": keys,
@@ -292,7 +309,7 @@ def execute_job(job: FusionJob) -> list[dict[str, Any]]:
                if len(variants) > 1 else [])}, sort_keys=False))
         rows.append({"run_id": run.run_id, "suite": spec.name, "protocol": spec.protocol, "fold": run.fold,
                      "fold_role": job.fold_role, "mode": run.mode, "model": run.model, "cue_set": run.cue_set,
-                     "cues": ",".join(parse_cues(cues, [name for name, _ in job.cue_files])),
+                     "cues": ",".join(parse_cues(cues, names)),
                      "detector_seed": run.detector_seed, "seed": run.seed,
                      **run_metrics(predictions, predictions.classes, seed=run.seed), **_training(folder), **keys,
                      "seconds": seconds, "run_dir": str(folder.relative_to(job.out))})
@@ -471,18 +488,18 @@ class SuiteRunner:
                 if any(r.detector_seed == seed for r in todo):
                     with clock(f"LAM detectors and cues, detector seed {seed}"):
                         lam[seed] = self._lam(manifest, reserved, seed)
-            for seed in lam:  # LAM first: its fusions train while GAM fine-tunes
-                for fold in folds:
-                    fold_runs = [r for r in todo if r.detector_seed == seed and r.fold == fold.name and r.mode == "lam"]
-                    if fold_runs:
-                        jobs.submit(self._jobs(manifest, fold, fold_dirs[fold.name], fold_runs, *lam[seed]))
+            for fold in folds:  # LAM first: its fusions train while GAM fine-tunes; one stack spans the detector seeds
+                fold_runs = [r for r in todo if r.fold == fold.name and r.mode == "lam"]
+                if fold_runs:
+                    jobs.submit(self._jobs(manifest, fold, fold_dirs[fold.name], fold_runs,
+                                           [(seed, *lam[seed]) for seed in lam]))
             for seed in self.spec.detector_seeds:
                 for fold in folds:
                     fold_runs = [r for r in todo if r.detector_seed == seed and r.fold == fold.name and r.mode == "gam"]
                     if fold_runs:
                         with clock(f"GAM detectors and cues, fold {fold.name}, detector seed {seed} (beside fusions)"):
                             gam = self._gam(manifest, fold, lam[seed][0], seed)
-                        jobs.submit(self._jobs(manifest, fold, fold_dirs[fold.name], fold_runs, *gam))
+                        jobs.submit(self._jobs(manifest, fold, fold_dirs[fold.name], fold_runs, [(seed, *gam)]))
             clock.start(f"fusion stacks after the last detectors ({self._workers()} worker(s))")
         clock.stop()
         with clock("report"):
@@ -584,17 +601,24 @@ class SuiteRunner:
         return self.store.build("folds", made_from, lambda scratch: save_manifest(table, scratch / "manifest.csv"))
 
     def _jobs(self, manifest: Manifest, fold: Fold, fold_dirs: tuple[tuple[str, Path], ...], runs: list[RunSpec],
-              detectors: Path,
-              tables: Mapping[str, CueTable]) -> list[FusionJob]:
-        files = self._cue_files(manifest, tables)
-        keys = (("detectors_key", _entry_id(detectors)), ("fold_key", ",".join(f"folds/{d.name}" for _, d in fold_dirs)),
-                ("cue_keys", ",".join(f"cues/{Path(p).parent.name}/{Path(p).stem}" for _, p in files)))
+              cues: list[tuple[int, Path, Mapping[str, CueTable]]]) -> list[FusionJob]:
+        """The stacks of `runs`: one per run id without fusion and detector seed, over the detector seeds' cues
+        `cues` ((detector seed, detectors spec, cue tables) each)."""
+        sources = {}
+        for seed, detectors, tables in cues:
+            files = self._cue_files(manifest, tables)
+            sources[seed] = CueSource(seed, files, (
+                ("detectors_key", _entry_id(detectors)),
+                ("fold_key", ",".join(f"folds/{d.name}" for _, d in fold_dirs)),
+                ("cue_keys", ",".join(f"cues/{Path(p).parent.name}/{Path(p).stem}" for _, p in files))))
         role = self._fold_role(manifest, fold)
         stacks: dict[str, list[RunSpec]] = {}
-        for run in runs:  # the runs of a stack id not in results.csv (its rows land together: a killed stack redoes all)
-            stacks.setdefault(stack_id(run), []).append(run)
-        return [FusionJob(tuple(members), role, fold_dirs, files, keys, self.out, self.spec)
-                for members in stacks.values()]
+        for run in sorted(runs, key=lambda r: list(sources).index(r.detector_seed)):  # stable: seeds keep their order
+            # the runs of a stack not in results.csv (its rows land together: a killed stack redoes all)
+            stacks.setdefault(run.run_id.rsplit("/", 2)[0], []).append(run)
+        return [FusionJob(tuple(members), role, fold_dirs,
+                          tuple(sources[s] for s in dict.fromkeys(r.detector_seed for r in members)), self.out,
+                          self.spec) for members in stacks.values()]
 
     def _cue_files(self, manifest: Manifest, tables: Mapping[str, CueTable]) -> tuple[tuple[str, str], ...]:
         """Where the cue store keeps each table (fusion runs read them from there)."""

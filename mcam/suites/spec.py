@@ -170,7 +170,7 @@ def check_environment(spec: SuiteSpec, source: str | Path) -> None:
     from mcam.detector import check_device
     from mcam.fusion.cli import check_arguments
     from mcam.registry import detector_class
-    from mcam.suites.runner import FusionJob, fusion_configs, run_arguments
+    from mcam.suites.runner import CueSource, FusionJob, fusion_configs, run_arguments
 
     if spec.accelerator in ("gpu", "cuda"):
         check_device("cuda", f"{source}: accelerator")
@@ -191,7 +191,8 @@ def check_environment(spec: SuiteSpec, source: str | Path) -> None:
             except FileNotFoundError as err:
                 raise SpecError(f"{source}: models: no fusion model {model!r} ({err})") from None
             run = RunSpec("check", spec.modes[0], model, "A", (spec.detectors[0],), 0, 0)
-            job = FusionJob((run,), "held_out", (("check", Path(scratch)),), (), (), Path(scratch), spec)
+            job = FusionJob((run,), "held_out", (("check", Path(scratch)),), (CueSource(0, (), ()),), Path(scratch),
+                            spec)
             arguments = Path(scratch) / "run_args.yaml"
             arguments.write_text(yaml.safe_dump(run_arguments(job, Path(scratch))))
             try:
