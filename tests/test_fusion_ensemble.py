@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fusion_toy import toy_manifest, toy_tables
 from mcam.cli.main import main
+from mcam.errors import InputError
 from mcam.fusion.data import CueDataModule
 from mcam.fusion.ensemble import FusionEnsemble
 from mcam.fusion.module import CUE_METADATA, FusionModule
@@ -84,8 +85,16 @@ def test_a_stack_over_cue_replicates_is_the_single_run_of_each_member(cue_data: 
         _fit(cue_data, tmp_path / f"single{key}", "--data.cue_dir", "null", config=folders[key] / "config.yaml")
         assert (tmp_path / f"single{key}" / "predictions.csv").read_bytes() == \
             (folders[key] / "predictions.csv").read_bytes()
+    assert main(["fit", "--config", str(CONFIGS / "model/attention.yaml"), "--data.data_dir", str(cue_data),
+                 "--data.cue_replicates", replicates, "--model.seeds", "[0, 1]", "--trainer.max_epochs", "1",
+                 "--trainer.logger.init_args.save_dir", str(tmp_path / "unnamed")]) == 2  # replicate 1 has no member
     same_seed = [pd.read_csv(folders[(r, 4)] / "predictions.csv") for r in (0, 1)]
     assert not same_seed[0]["prob_happy"].equals(same_seed[1]["prob_happy"])  # the replicates' cues differ
+    fewer = CueDataModule(data_dir=str(cue_data), cue_replicates=[first, {k: v for k, v in second.items() if k != "au"}])
+    with pytest.raises(InputError, match=r"cue_replicates\[1\] gives cues \[macro"):
+        fewer.stacked_tensors("train")
+    with pytest.raises(InputError, match="cue_files must be"):
+        CueDataModule(data_dir=str(cue_data), cue_files=second, cue_replicates=[first, second])
     with pytest.raises(ValueError, match="replicates"):
         FusionEnsemble(AttentionFusion({"au": 3}, 7), seeds=[0, 1], replicates=[1, 0])
     with pytest.raises(ValueError, match="distinct"):

@@ -230,9 +230,9 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         data = self.trainer.datamodule
         if data is None or not hasattr(data, "part_tensors"):
             raise TypeError("FusionEnsemble trains from a CueDataModule (it draws each member's batches itself)")
-        if max(self.replicates) >= data.n_replicates:
+        if set(self.replicates) != set(range(data.n_replicates)):
             raise InputError(f"model.replicates {self.replicates}: the data has {data.n_replicates} cue "
-                             "replicate(s) (data.cue_replicates)")
+                             "replicate(s) (data.cue_replicates); give each member's, every replicate at least one")
         data.whole_parts = True  # one batch per part: the epoch's minibatches are drawn here, per member
         # deterministic mode fills every new tensor with NaN, against reads of memory never written; no kernel here
         # reads any, and the fills cost about 6% of an attention stack's epoch (two identical runs stay identical)
