@@ -90,7 +90,8 @@ def test_a_stack_over_cue_replicates_is_the_single_run_of_each_member(cue_data: 
                  "--trainer.logger.init_args.save_dir", str(tmp_path / "unnamed")]) == 2  # replicate 1 has no member
     same_seed = [pd.read_csv(folders[(r, 4)] / "predictions.csv") for r in (0, 1)]
     assert not same_seed[0]["prob_happy"].equals(same_seed[1]["prob_happy"])  # the replicates' cues differ
-    fewer = CueDataModule(data_dir=str(cue_data), cue_replicates=[first, {k: v for k, v in second.items() if k != "au"}])
+    without_au = {k: v for k, v in second.items() if k != "au"}
+    fewer = CueDataModule(data_dir=str(cue_data), cue_replicates=[first, without_au])
     with pytest.raises(InputError, match=r"cue_replicates\[1\] gives cues \[macro"):
         fewer.stacked_tensors("train")
     with pytest.raises(InputError, match="cue_files must be"):
