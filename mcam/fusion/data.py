@@ -232,9 +232,10 @@ class CueDataModule(pl.LightningDataModule):
             if not 0 < r < self.n_replicates:
                 raise IndexError(f"replicate {r} of {self.n_replicates} (data.cue_replicates)")
             settings = {k: v for k, v in self.hparams.items() if k in inspect.signature(CueDataModule).parameters}
+            own = self._prepared()
             module = CueDataModule(**{**settings, "cue_files": self.cue_replicates[r], "cue_replicates": None})
-            module._manifest = self._manifest
-            own, other = self._prepared(), module._prepared()
+            module._manifest = self._manifest  # read once: the replicates' rows are this manifest's
+            other = module._prepared()
             if list(other.cue_dims.items()) != list(own.cue_dims.items()) or other.cue_labels != own.cue_labels:
                 raise InputError(f"data.cue_replicates[{r}] gives cues {_dims(other.cue_dims)}, replicate 0 gives "
                                  f"{_dims(own.cue_dims)}: replicates must be the same cues (names, dims, columns)")

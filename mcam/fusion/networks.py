@@ -65,9 +65,21 @@ class _StackedLinear(torch.autograd.Function):
     its own product (tests/test_fusion_ensemble.py: a member equals its single run)."""
 
     @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    def product(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """[M, B, out]: the rows times every member's weights side by side, one matrix product."""
         m, out, d = weight.shape
         return torch.addmm(bias.reshape(1, m * out), x, weight.reshape(m * out, d).t()).view(-1, m, out).transpose(0, 1)
+
+    @staticmethod
+    def weight_grad(grad: Tensor, x: Tensor, shape: torch.Size) -> tuple[Tensor, Tensor]:
+        """(the members' weights' gradient [M, out, in], grad [M, B, out] as [B, M * out]), one matrix product."""
+        m, out, d = shape
+        flat = grad.transpose(0, 1).reshape(-1, m * out)
+        return (flat.t() @ x).view(m, out, d), flat
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        return _StackedLinear.product(x, weight, bias)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -77,9 +89,9 @@ class _StackedLinear(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
         x, weight = ctx.saved_tensors
         m, out, d = weight.shape
-        flat = grad.transpose(0, 1).reshape(-1, m * out)
+        grad_weight, flat = _StackedLinear.weight_grad(grad, x, weight.shape)
         grad_x = flat @ weight.reshape(m * out, d) if ctx.needs_input_grad[0] else None
-        return grad_x, (flat.t() @ x).view(m, out, d), grad.contiguous().sum(1)
+        return grad_x, grad_weight, grad.contiguous().sum(1)
 
 
 @dataclass
@@ -132,12 +144,9 @@ class _ReplicateLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor, bias: Tensor, groups: list[tuple[int, slice]]) -> Tensor:
-        a, out, d = weight.shape
-        result = x.new_empty(a, x.shape[-2], out)
+        result = x.new_empty(weight.shape[0], x.shape[-2], weight.shape[1])
         for r, own in groups:
-            k = own.stop - own.start
-            product = torch.addmm(bias[own].reshape(1, k * out), x[r], weight[own].reshape(k * out, d).t())
-            result[own] = product.view(-1, k, out).transpose(0, 1)
+            result[own] = _StackedLinear.product(x[r], weight[own], bias[own])
         return result
 
     @staticmethod
@@ -148,12 +157,9 @@ class _ReplicateLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
-        a, out, d = weight.shape
         grad_weight = torch.empty_like(weight)
         for r, own in ctx.groups:
-            k = own.stop - own.start
-            flat = grad[own].transpose(0, 1).reshape(-1, k * out)
-            grad_weight[own] = (flat.t() @ x[r]).view(k, out, d)
+            grad_weight[own] = _StackedLinear.weight_grad(grad[own], x[r], weight[own].shape)[0]
         return None, grad_weight, grad.contiguous().sum(1), None
 
 

@@ -198,10 +198,15 @@ def fusion_configs(spec: SuiteSpec, model: str) -> list[Path]:
     return [resolve_path(c) for c in spec.fusion_configs] + [asset_path(f"configs/model/{model}.yaml")]
 
 
+def stack_key(run: RunSpec) -> str:
+    """The run id without detector and fusion seed: runs that share it train as one stack (LAM; GAM per seed)."""
+    return run.run_id.rsplit("/", 2)[0]
+
+
 def stack_id(runs: tuple[RunSpec, ...] | list[RunSpec]) -> str:
-    """The runs' id without fusion seed, with every detector seed of theirs: 'east_asian/lam/attention/A/d0-1-2'."""
+    """The stack's key with every detector seed of its runs: 'east_asian/lam/attention/A/d0-1-2'."""
     seeds = "-".join(str(s) for s in dict.fromkeys(r.detector_seed for r in runs))
-    return f"{runs[0].run_id.rsplit('/', 2)[0]}/d{seeds}"
+    return f"{stack_key(runs[0])}/d{seeds}"
 
 
 def run_dir(out: Path, run: RunSpec) -> Path:
@@ -226,7 +231,7 @@ def run_arguments(job: FusionJob, stack_dir: Path, variant: int = 0) -> dict[str
     model: dict[str, Any] = {"image_every_n_epochs": 0, "details_every_n_epochs": 10,
                              "seeds": [r.seed for r in job.runs]}
     data: dict[str, Any] = {"data_dir": str(fold_dir), "split": "manifest",
-                            "cue_files": dict(job.sources[0].cue_files), "cues": None}
+                            "cue_files": dict(job.sources[0].cue_files), "cues": cues}
     if len(job.sources) > 1:  # one stack over the detector seeds: each member reads its own seed's cues
         order = [s.detector_seed for s in job.sources]
         model["replicates"] = [order.index(r.detector_seed) for r in job.runs]
@@ -240,7 +245,7 @@ def run_arguments(job: FusionJob, stack_dir: Path, variant: int = 0) -> dict[str
                     "enable_progress_bar": False, "enable_model_summary": False,
                     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                "init_args": {"save_dir": str(stack_dir), "name": "", "version": ""}}},
-        "data": {**data, "cues": cues},
+        "data": data,
         "model": model,
     }
     merged = settings
@@ -615,7 +620,7 @@ class SuiteRunner:
         stacks: dict[str, list[RunSpec]] = {}
         for run in sorted(runs, key=lambda r: list(sources).index(r.detector_seed)):  # stable: seeds keep their order
             # the runs of a stack not in results.csv (its rows land together: a killed stack redoes all)
-            stacks.setdefault(run.run_id.rsplit("/", 2)[0], []).append(run)
+            stacks.setdefault(stack_key(run), []).append(run)
         return [FusionJob(tuple(members), role, fold_dirs,
                           tuple(sources[s] for s in dict.fromkeys(r.detector_seed for r in members)), self.out,
                           self.spec) for members in stacks.values()]
