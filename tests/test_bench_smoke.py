@@ -50,6 +50,7 @@ def test_bench_loro_smoke(tmp_path: Path) -> None:
     assert 0 < sum(map(float, stages.values())) <= float(timing[0].rsplit(": ", 1)[1]) + 0.1
     environment = (out / "environment.txt").read_text().splitlines()  # what it ran with: python, every package
     assert environment[0].startswith("python 3.") and f"torch=={version('torch')}" in environment
+    assert environment[1].startswith("cpu ") and "(torch kernels: " in environment[1]  # on another CPU type, other bits
     assert "environment.txt" in report
     run_dir = out / results["run_dir"].iloc[0]
     for name in ("run.yaml", "config.yaml", "predictions.csv"):

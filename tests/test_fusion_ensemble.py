@@ -144,10 +144,18 @@ def test_per_cue_early_stopping_freezes_a_cue_at_its_best_weights() -> None:
     manifest = toy_manifest()
     data = CueDataModule.from_tables(toy_tables(manifest), manifest, batch_size=64)
     network = AttentionFusion(data.cue_dims, data.num_classes, class_names=data.class_names)
-    model = FusionEnsemble(network, seeds=[0, 1], lr=0.01, patience=6, cue_patience=1,
-                           class_weights=data.class_weights, image_every_n_epochs=0)
-    pl.Trainer(max_epochs=30, logger=False, enable_progress_bar=False, enable_model_summary=False,
-               enable_checkpointing=False, deterministic=True).fit(model, datamodule=data)
+
+    def fit(seeds: list[int]) -> FusionEnsemble:
+        model = FusionEnsemble(network, seeds=seeds, lr=0.01, patience=6, cue_patience=1,
+                               class_weights=data.class_weights, image_every_n_epochs=0)
+        pl.Trainer(max_epochs=30, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                   enable_checkpointing=False, deterministic=True).fit(model, datamodule=data)
+        return model
+
+    model = fit([0, 1])
+    # a cue every member has frozen trains no more (no gradient through it); each member is still its single run
+    assert set(model._state[0].cue_frozen) & set(model._state[1].cue_frozen)
+    assert torch.equal(model.members[1], fit([1]).members[0])
     spans, checked = model._cue_spans(), 0
     names = [(name, p.numel()) for name, p in network.named_parameters()]
     for c, own in enumerate(spans):  # the spans are exactly the cue's parameters (cue_parameters), nothing else

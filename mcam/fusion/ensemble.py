@@ -42,16 +42,18 @@ from mcam.fusion.networks import FusionNetwork, ReplicateRows, cue_losses, drop_
 Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]  # x, valid, y, region, group, row index
 
 
-def member_parameters(network: nn.Module, seed: int) -> Tensor:
-    """The network's parameters re-initialised from `seed` (every submodule's `reset_parameters`, the
-    global RNG left as it was), flattened in `named_parameters` order."""
-    with seeded(seed):
-        member = copy.deepcopy(network)
-        for module in member.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    flat = [p.detach().reshape(-1) for p in member.parameters()]
-    return torch.cat(flat) if flat else torch.zeros(0)
+def member_parameters(network: nn.Module, seeds: Sequence[int]) -> Tensor:
+    """[len(seeds), P]: per seed, the network's parameters re-initialised from it (every submodule's
+    `reset_parameters`, the global RNG left as it was), flattened in `named_parameters` order."""
+    member, rows = copy.deepcopy(network), []
+    for seed in seeds:
+        with seeded(seed):
+            for module in member.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        flat = [p.detach().reshape(-1) for p in member.parameters()]
+        rows.append(torch.cat(flat) if flat else torch.zeros(0))
+    return torch.stack(rows)
 
 
 @dataclass
@@ -119,7 +121,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         for i, (_, buffer) in enumerate(network.named_buffers()):
             self.register_buffer(f"constant_{i}", buffer.detach().clone(), persistent=False)
         # every member's flat parameters, one row each [M, P]: the stacked forward reads it as it is
-        self.members = nn.Parameter(torch.stack([member_parameters(network, s) for s in self.seeds]))
+        self.members = nn.Parameter(member_parameters(network, self.seeds))
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weight", weight, persistent=False)
         self.region_names = list(region_names or [])
@@ -200,6 +202,8 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         flat = self.members if a == len(self.seeds) else self.members[torch.tensor(members, device=self.members.device)]
         views = torch.split(flat, [n for _, _, n in self._shapes], dim=1)
         params = {name: v.view(a, *shape) for (name, shape, _), v in zip(self._shapes, views)}
+        for name in self._frozen_parameters(members):  # no gradient (it would be thrown away): no backward through
+            params[name] = params[name].detach()        # the cue's encoder, whose input needs none either
         buffers = {name: getattr(self, f"constant_{i}") for i, name in enumerate(self._buffer_names)}
         outputs = functional_call(self._meta, (params, buffers), (x, valid),
                                   {"aux": True} if self.network.aux_weight > 0 else {})
@@ -281,8 +285,8 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         p = self.network.cue_dropout
         if p <= 0:
             return valid
-        return torch.stack([drop_cues(valid if valid.dim() == 2 else valid[a], p, self._state[i].generator)
-                            for a, i in enumerate(active)])
+        draws = [torch.rand(valid.shape[-2:], generator=self._state[i].generator) for i in active]
+        return drop_cues(valid, p, torch.stack(draws).to(valid.device))
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         x, valid, y, region, group, _ = batch
@@ -390,6 +394,16 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
             if member == i:
                 log_figures(self.loggers, figures, epoch, prefix)
         self._pending_figures = [f for f in self._pending_figures if f[0] != i]
+
+    def _frozen_parameters(self, members: Sequence[int]) -> list[str]:
+        """Names of the parameters of the cues that every one of `members` has frozen (`cue_patience`): each
+        member's frozen weights go back to their best after every step (`_hold_frozen_cues`), so their gradient
+        changes nothing but their Adam moments, which only those weights read."""
+        if not self._state or not torch.is_grad_enabled():
+            return []
+        frozen = set.intersection(*(set(self._state[i].cue_frozen) for i in members))
+        prefixes = tuple(prefix for c in frozen for prefix in self.network.cue_parameters(c))
+        return [name for name, _, _ in self._shapes if prefixes and name.startswith(prefixes)]
 
     def _cue_spans(self) -> list[list[slice]]:
         """Per cue, the stretches of a member's flat parameter vector that are the cue's own (`cue_parameters`):

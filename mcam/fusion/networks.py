@@ -445,12 +445,11 @@ class LateFusionAverage(FusionNetwork):
         return logits, weights
 
 
-def drop_cues(valid: Tensor, p: float, generator: torch.Generator) -> Tensor:
-    """Cue dropout: each valid cue of a row hidden with probability p; a row keeps its cues when all would go."""
-    if p <= 0:
-        return valid
-    kept = valid & (torch.rand(valid.shape, generator=generator).to(valid.device) >= p)
-    return torch.where(kept.any(dim=1, keepdim=True), kept, valid)
+def drop_cues(valid: Tensor, p: float, draws: Tensor) -> Tensor:
+    """Cue dropout: each valid cue of a row (valid [..., B, n_cues]) hidden where its uniform draw (draws, valid's shape
+    or with leading member dims) is below p; a row keeps its cues when all would go."""
+    kept = valid & (draws >= p)
+    return torch.where(kept.any(dim=-1, keepdim=True), kept, valid)
 
 
 def _row_weight(y: Tensor, class_weight: Tensor | None, dtype: torch.dtype) -> Tensor:

@@ -32,6 +32,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 from tqdm import tqdm
 
@@ -398,11 +399,23 @@ class JobRunner:
 
 
 def environment_text() -> str:
-    """What ran a suite, for environment.txt: Python, the platform and every installed distribution's version
-    (scripts/constraints.txt pins them; results from two environments are not the same experiment)."""
+    """What ran a suite, for environment.txt: Python, the platform, the CPU and the vector instructions torch's
+    kernels use on it, and every installed distribution's version (scripts/constraints.txt pins them; results from
+    two environments are not the same experiment: on another CPU type the kernels round differently)."""
     packages = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
                        if d.metadata["Name"]}, key=str.lower)
-    return "\n".join([f"python {platform.python_version()} ({platform.platform()})", *packages]) + "\n"
+    return "\n".join([f"python {platform.python_version()} ({platform.platform()})",
+                      f"cpu {cpu_model()} (torch kernels: {torch.backends.cpu.get_cpu_capability()})", *packages]) + "\n"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else (platform.processor() or platform.machine())
 
 
 class StageClock:
