@@ -32,6 +32,7 @@ from mcam.assets import asset_path
 from mcam.cues.table import CueTable
 from mcam.labels import CANONICAL
 from mcam.manifest import load_manifest, save_manifest
+from mcam.suites.runner import cpu_model
 
 FUSIONS = ("attention", "attention_paper", "concat", "static_weights", "late_average")
 # the model per_model_vs_sklearn is about: MCAM's fusion (the default; of the five fusions the slowest per member)
@@ -179,15 +180,12 @@ def main() -> None:
         fusions = [m for m in models if m in FUSIONS]
         n = len(replicates) * len(seeds)  # runs per model
         say(f"# fusion_speed: {len(models)} models x {len(replicates)} replicates x {len(seeds)} seeds, "
-            f"torch {torch.__version__}")
+            f"torch {torch.__version__}, {cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels)")
         say("")
         rows = load_manifest(data).table["split"].value_counts().to_dict()
         say(f"rows: {rows}; cues: {', '.join(f'{k} ({CueTable.load(v).dim})' for k, v in replicates[0].items())}")
         say("")
-        say("| threads | model | per-run s | stacked s | speedup | stacked s per member | sklearn s per fit / stacked "
-            "s per member | per-run test acc | stacked test acc | stacked - sklearn test acc |")
-        say("|---|---|---|---|---|---|---|---|---|---|")
-        ratios, totals = {}, []
+        ratios = {}
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
             # sklearn before and after the models (the same fits twice; their mean is its time), and each model's
@@ -200,37 +198,44 @@ def main() -> None:
                                 stacked(model, seeds, data, replicates, scratch, threads))
             sk_last, _ = sklearn_mlp(seeds, data, replicates, threads)
             sk_fit = (sk_first + sk_last) / 2 / n
+            say(f"## {threads} thread(s)")
+            say("")
+            say("| model | per-run s | stacked s | speedup | stacked s per member | sklearn s per fit / stacked s per "
+                "member | per-run test acc | stacked test acc | stacked - sklearn test acc |")
+            say("|---|---|---|---|---|---|---|---|---|")
             for model, ((old, old_acc), (new, new_acc)) in timed.items():
-                say(f"| {threads} | {model} | {old:.1f} | {new:.1f} | {old / new:.2f} | {new / n:.3f} | "
-                    f"{sk_fit / (new / n):.2f} | {old_acc:.3f} | {new_acc:.3f} | {new_acc - sk_acc:+.3f} |")
+                say(f"| {model} | {old:.1f} | {new:.1f} | {old / new:.2f} | {new / n:.3f} | {sk_fit / (new / n):.2f} | "
+                    f"{old_acc:.3f} | {new_acc:.3f} | {new_acc - sk_acc:+.3f} |")
             old, new = (sum(timed[m][path][0] for m in models) for path in (0, 1))
             fusion_new = sum(timed[m][1][0] for m in fusions)
             fusion_old = sum(timed[m][0][0] for m in fusions)
             fusions_acc = float(np.mean([timed[m][1][1] for m in fusions]))
-            totals.append(f"| {threads} | {old:.1f} | {new:.1f} | {fusion_old:.1f} | {fusion_new:.1f} | "
-                          f"{sk_first:.1f} / {sk_last:.1f} ({n} fits, {sk_fit:.2f} s per fit, {sk_acc:.3f}) |")
+            say("")
+            say("| per-run total s | stacked total s | per-run, five fusions | stacked, five fusions | "
+                "sklearn MLPClassifier(10,10,10) s, before / after the models (test acc) |")
+            say("|---|---|---|---|---|")
+            say(f"| {old:.1f} | {new:.1f} | {fusion_old:.1f} | {fusion_new:.1f} | "
+                f"{sk_first:.1f} / {sk_last:.1f} ({n} fits, {sk_fit:.2f} s per fit, {sk_acc:.3f}) |")
+            say("")
             own = timed.get(HEADLINE)
-            ratios[threads] = (old / new, fusion_old / fusion_new, sk_fit / (fusion_new / (len(fusions) * n)),
-                               fusions_acc - sk_acc, own and (sk_fit / (own[1][0] / n), own[1][1] - sk_acc))
-        say("")
-        say("| threads | per-run total s | stacked total s | per-run, five fusions | stacked, five fusions | "
-            "sklearn MLPClassifier(10,10,10) s, before / after the models (test acc) |")
-        say("|---|---|---|---|---|---|")
-        for line in totals:
-            say(line)
-        say("")
-        for threads, (speedup, fusions_only, vs_sklearn, acc_gap, own) in ratios.items():
-            say(f"threads {threads}: fusion_stage_speedup {speedup:.2f} (the five fusions alone {fusions_only:.2f}); "
-                f"vs sklearn per model: the five fusions {vs_sklearn:.2f}x at {acc_gap:+.3f} test acc"
-                + (f", {HEADLINE} {own[0]:.2f}x at {own[1]:+.3f}" if own else ""))
-        speedup, *_, own = ratios[min(ratios)]
+            ratios[threads] = (old / new, own and (sk_fit / (own[1][0] / n), own[1][1] - sk_acc))
+            say(f"threads {threads}: fusion_stage_speedup {old / new:.2f} (the five fusions alone "
+                f"{fusion_old / fusion_new:.2f}); vs sklearn per model: the five fusions "
+                f"{sk_fit / (fusion_new / (len(fusions) * n)):.2f}x at {fusions_acc - sk_acc:+.3f} test acc"
+                + (f", {HEADLINE} {ratios[threads][1][0]:.2f}x at {ratios[threads][1][1]:+.3f}" if own else ""))
+            say("")
+            write(args.out, lines)  # each block as it ends: a long run cut short keeps what it measured
+        speedup, own = ratios[min(ratios)]
         say(f"fusion_stage_speedup: {speedup:.2f}")
         if own:
             say(f"per_model_vs_sklearn: {own[0]:.2f}")
             say(f"per_model_test_acc_vs_sklearn: {own[1]:+.3f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    write(args.out, lines)
 
+
+def write(out: str, lines: list[str]) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text("\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     main()
