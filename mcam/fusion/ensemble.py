@@ -399,7 +399,7 @@ class FusionEnsemble(CueCheckpoints, pl.LightningModule):
         """Names of the parameters of the cues that every one of `members` has frozen (`cue_patience`): each
         member's frozen weights go back to their best after every step (`_hold_frozen_cues`), so their gradient
         changes nothing but their Adam moments, which only those weights read."""
-        if not self._state or not torch.is_grad_enabled():
+        if not self._state or not members or not torch.is_grad_enabled():
             return []
         frozen = set.intersection(*(set(self._state[i].cue_frozen) for i in members))
         prefixes = tuple(prefix for c in frozen for prefix in self.network.cue_parameters(c))
