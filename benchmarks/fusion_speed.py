@@ -124,7 +124,8 @@ def stacked(model, seeds, data, replicates, scratch, threads, accelerator="cpu")
                        "--model.seeds", str([s for _, s in members]), *spanned])
     seconds = time.perf_counter() - started
     names = [f"r{r}-seed{s}" if len(replicates) > 1 else f"seed{s}" for r, s in members]
-    return seconds, float(np.mean([test_accuracy(out / name) for name in names]))
+    folders = [out / name for name in names] if len(members) > 1 else [out]  # a stack of one is its own run folder
+    return seconds, float(np.mean([test_accuracy(folder) for folder in folders]))
 
 
 def sklearn_mlp(seeds, data, replicates, threads) -> tuple[float, float]:
@@ -218,11 +219,12 @@ def main() -> None:
                 f"{sk_first:.1f} / {sk_last:.1f} ({n} fits, {sk_fit:.2f} s per fit, {sk_acc:.3f}) |")
             say("")
             own = timed.get(HEADLINE)
-            ratios[threads] = (old / new, own and (sk_fit / (own[1][0] / n), own[1][1] - sk_acc))
+            headline = own and (sk_fit / (own[1][0] / n), own[1][1] - sk_acc)  # (ratio, accuracy difference)
+            ratios[threads] = (old / new, headline)
             say(f"threads {threads}: fusion_stage_speedup {old / new:.2f} (the five fusions alone "
                 f"{fusion_old / fusion_new:.2f}); vs sklearn per model: the five fusions "
                 f"{sk_fit / (fusion_new / (len(fusions) * n)):.2f}x at {fusions_acc - sk_acc:+.3f} test acc"
-                + (f", {HEADLINE} {ratios[threads][1][0]:.2f}x at {ratios[threads][1][1]:+.3f}" if own else ""))
+                + (f", {HEADLINE} {headline[0]:.2f}x at {headline[1]:+.3f}" if headline else ""))
             say("")
             write(args.out, lines)  # each block as it ends: a long run cut short keeps what it measured
         speedup, own = ratios[min(ratios)]
