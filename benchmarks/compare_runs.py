@@ -2,8 +2,12 @@
 
     python benchmarks/compare_runs.py OUT_A OUT_B
 
-Compares results.csv (every column but wall time and paths), every run's predictions.csv, and
-report.md (lines with times left out, each folder's own path read as OUT). Prints one line per check and exits 1 on any difference.
+Compares what both folders hold: results.csv (every column but wall time and paths), every run's predictions.csv
+(runs whose folder both hold; a committed report such as docs/loro holds none), the report's tables
+(summary.csv, paired_tests.csv, cue_weights.csv) and report.md (lines with times left out, the reproduce
+command left out: how a run was invoked, e.g. `--workers 1` or another `--out`, is not a result; each folder's
+own path, as given or absolute, read as OUT). Prints one line per check (identical, DIFFERENT, or skipped and why)
+and exits 1 on any difference.
 """
 from __future__ import annotations
 
@@ -15,6 +19,11 @@ import pandas as pd
 
 IGNORED_COLUMNS = ("seconds", "run_dir")  # wall time; where a run's folder is
 TIME_WORDS = ("seconds", "wall", "minutes")
+TABLES = ("summary.csv", "paired_tests.csv", "cue_weights.csv")  # the report's tables, written beside report.md
+
+
+class Skipped(Exception):
+    """A check that cannot run on these two folders (what it needs is missing on a side)."""
 
 
 def compare_results(a: Path, b: Path) -> list[str]:
@@ -37,24 +46,54 @@ def compare_results(a: Path, b: Path) -> list[str]:
 
 
 def compare_predictions(a: Path, b: Path) -> list[str]:
-    """Runs whose predictions.csv differ (same run_id on both sides)."""
+    """Runs whose predictions.csv differ (same run_id, both folders holding the run's folder)."""
     left, right = (pd.read_csv(p / "results.csv").set_index("run_id")["run_dir"] for p in (a, b))
-    problems = []
-    for run_id in left.index.intersection(right.index):
-        if (a / left[run_id] / "predictions.csv").read_bytes() != (b / right[run_id] / "predictions.csv").read_bytes():
-            problems.append(f"predictions differ: {run_id}")
-    return problems
+    common = left.index.intersection(right.index)
+    held = [r for r in common if (a / left[r] / "predictions.csv").is_file()
+            and (b / right[r] / "predictions.csv").is_file()]
+    if not held:
+        missing = [str(p) for p, runs in ((a, left), (b, right))
+                   if not any((p / runs[r] / "predictions.csv").is_file() for r in common)]
+        raise Skipped(f"no run folders in {' and '.join(missing)} (e.g. a committed report)")
+    if len(held) < len(common):
+        print(f"  note: {len(common) - len(held)} of {len(common)} runs skipped (their folder is missing on a side)")
+    return [f"predictions differ: {r}" for r in held
+            if (a / left[r] / "predictions.csv").read_bytes() != (b / right[r] / "predictions.csv").read_bytes()]
+
+
+def compare_tables(a: Path, b: Path) -> list[str]:
+    """The report's tables both folders hold that differ."""
+    held = [t for t in TABLES if (a / t).is_file() and (b / t).is_file()]
+    if not held:
+        raise Skipped(f"neither holds both copies of {', '.join(TABLES)}")
+    return [f"{t} differs" for t in held if (a / t).read_bytes() != (b / t).read_bytes()]
+
+
+def report_lines(out: Path) -> list[str]:
+    """report.md's lines that state results: without lines naming times and without the reproduce command block;
+    the folder's own path (as given and absolute) reads as OUT."""
+    lines, in_command = [], False
+    for line in (out / "report.md").read_text().splitlines():
+        if line.startswith("```"):
+            in_command = not in_command
+            continue
+        if in_command or any(word in line.lower() for word in TIME_WORDS):
+            continue
+        for spelling in sorted({str(out.resolve()), str(out)}, key=len, reverse=True):
+            line = line.replace(spelling, "OUT")
+        lines.append(line)
+    return lines
 
 
 def compare_report(a: Path, b: Path) -> list[str]:
-    """report.md lines that differ, leaving out lines that report times; each folder's own path (the recorded
-    command's --out) reads as OUT."""
-    def lines(path: Path) -> list[str]:
-        return [line.replace(str(path), "OUT") for line in (path / "report.md").read_text().splitlines()
-                if not any(word in line.lower() for word in TIME_WORDS)]
-
-    left, right = lines(a), lines(b)
-    return [] if left == right else [f"report.md differs in {sum(x != y for x, y in zip(left, right)) + abs(len(left) - len(right))} lines"]
+    """report.md lines that differ (see `report_lines`)."""
+    left, right = report_lines(a), report_lines(b)
+    if left == right:
+        return []
+    changed = [i for i, (x, y) in enumerate(zip(left, right)) if x != y]
+    first = f", first at line {changed[0] + 1}: {left[changed[0]][:100]!r} vs {right[changed[0]][:100]!r}" \
+        if changed else ""
+    return [f"report.md differs in {len(changed) + abs(len(left) - len(right))} lines{first}"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,16 +101,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     args = parser.parse_args(argv)
+    for folder in (args.a, args.b):
+        if not (folder / "results.csv").is_file():
+            print(f"compare_runs: error: {folder / 'results.csv'} not found (not a suite output folder)",
+                  file=sys.stderr)
+            return 2
     failed = False
     for name, check in (("results.csv", compare_results), ("predictions", compare_predictions),
-                        ("report.md", compare_report)):
-        problems = check(args.a, args.b)
+                        ("report tables", compare_tables), ("report.md", compare_report)):
+        try:
+            problems = check(args.a, args.b)
+        except Skipped as why:
+            print(f"{name}: skipped ({why})")
+            continue
         failed |= bool(problems)
         print(f"{name}: {'identical' if not problems else 'DIFFERENT'}")
         for problem in problems[:10]:
             print(f"  {problem}")
     n_runs = len(pd.read_csv(args.a / "results.csv"))
-    print(f"{args.a} vs {args.b}: {n_runs} runs, {'DIFFERENT' if failed else 'identical'}")
+    print(f"{args.a} vs {args.b}: {n_runs} runs, {'DIFFERENT' if failed else 'identical'} in what both hold")
     return 1 if failed else 0
 
 

@@ -95,7 +95,7 @@ def test_accuracy(folder: Path) -> float:
     return float((frame["label"] == frame["pred"]).mean())
 
 
-def per_run(model, seeds, data, replicates, scratch, threads) -> tuple[float, float]:
+def per_run(model, seeds, data, replicates, scratch, threads, accelerator="cpu") -> tuple[float, float]:
     """Every run of `model` alone: replicate by replicate, seed by seed."""
     from mcam.fusion.cli import run_lightning_cli
 
@@ -105,7 +105,7 @@ def per_run(model, seeds, data, replicates, scratch, threads) -> tuple[float, fl
             out = scratch / f"per_run-{threads}" / model / f"r{r}-seed{seed}"
             # the per-run trainer has no per-cue early stopping (cue dropout it ignores): otherwise the same fit
             no_cue_stop = ["--model.cue_patience", "null"] if model == "attention" else []
-            run_lightning_cli([*fit_args(model, data, files, out, threads), "--seed_everything", str(seed),
+            run_lightning_cli([*fit_args(model, data, files, out, threads, accelerator), "--seed_everything", str(seed),
                                "--data.seed", str(seed), *no_cue_stop], per_run=True)
             accs.append(test_accuracy(out))
     return time.perf_counter() - started, float(np.mean(accs))
@@ -156,8 +156,11 @@ def main() -> None:
     parser.add_argument("--run", nargs="+", help="suite run folders of one fold, one per detector replicate: their "
                         "config.yaml's cue files and fold (data.cue_files, data.data_dir, paths relative to where "
                         "the suite ran)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fusion_speed-cpu.md"))
+    parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"),
+                        help="where the fusion runs train (Lightning's accelerator; sklearn stays on the CPU)")
+    parser.add_argument("--out", default=None, help="default benchmarks/results/fusion_speed-<accelerator>.md")
     args = parser.parse_args()
+    args.out = args.out or str(Path(__file__).parent / "results" / f"fusion_speed-{args.accelerator}.md")
     from mcam.quiet import quiet_lightning
 
     quiet_lightning()
@@ -180,8 +183,8 @@ def main() -> None:
         models = args.models.split(",") if args.models else [*FUSIONS, *(f"single_cue:{c}" for c in replicates[0])]
         fusions = [m for m in models if m in FUSIONS]
         n = len(replicates) * len(seeds)  # runs per model
-        say(f"# fusion_speed: {len(models)} models x {len(replicates)} replicates x {len(seeds)} seeds, "
-            f"torch {torch.__version__}, {cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels)")
+        say(f"# fusion_speed: {len(models)} models x {len(replicates)} replicates x {len(seeds)} seeds on "
+            f"{args.accelerator}, torch {torch.__version__}, {cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels)")
         say("")
         rows = load_manifest(data).table["split"].value_counts().to_dict()
         say(f"rows: {rows}; cues: {', '.join(f'{k} ({CueTable.load(v).dim})' for k, v in replicates[0].items())}")
@@ -195,8 +198,8 @@ def main() -> None:
             sk_first, sk_acc = sklearn_mlp(seeds, data, replicates, threads)
             timed = {}
             for model in models:
-                timed[model] = (per_run(model, seeds, data, replicates, scratch, threads),
-                                stacked(model, seeds, data, replicates, scratch, threads))
+                timed[model] = (per_run(model, seeds, data, replicates, scratch, threads, args.accelerator),
+                                stacked(model, seeds, data, replicates, scratch, threads, args.accelerator))
             sk_last, _ = sklearn_mlp(seeds, data, replicates, threads)
             sk_fit = (sk_first + sk_last) / 2 / n
             say(f"## {threads} thread(s)")

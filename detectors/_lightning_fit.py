@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from mcam import progress
 from mcam.detector import lightning_device
 from mcam.determinism import in_order, seeded
 from mcam.labels import CANONICAL, HeadMap
@@ -154,16 +155,40 @@ class DetectorTraining(pl.LightningModule):
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
+class TrainingBar(pl.Callback):
+    """The job's progress bar over a whole fit (every batch of every epoch, so its ETA is the fit's), the epoch and
+    its mean training loss beside it. Reads the loss once an epoch (one device sync an epoch, none a step)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.bar = None
+
+    def on_train_start(self, trainer: pl.Trainer, module: "DetectorTraining") -> None:
+        self.bar = progress.bar(int(trainer.estimated_stepping_batches), f"training {self.what}", "batch")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: "DetectorTraining", *args: object) -> None:
+        self.bar.update(1)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: "DetectorTraining") -> None:
+        loss = float(module.loss_sum) / max(module.seen, 1)
+        self.bar.set_postfix_str(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}, loss {loss:.4f}")
+
+    def on_train_end(self, trainer: pl.Trainer, module: "DetectorTraining") -> None:
+        self.bar.close()
+
+
 def fit_network(net: nn.Module, data: FaceDataset, *, loss: Loss, settings: FitSettings, device: str,
                 augment: Augment | None = None, what: str | None = None) -> dict[str, float]:
     """Train `net` in place on `data` with a Lightning Trainer on `device`; the net ends on `device` in eval mode.
 
     Classification targets (integer class indices) of a single class are refused first (InputError naming
-    `what`, default the network's class): labels a head maps onto one class leave nothing to learn.
+    `what`, default the network's class): labels a head maps onto one class leave nothing to learn. While the job's
+    progress is shown (`mcam.progress`), a bar follows the fit under that name.
     Returns the last epoch's mean training loss, the epochs and the seconds taken.
     """
+    what = what or type(net).__name__
     if not data.targets.is_floating_point():
-        require_classes(data.targets.tolist(), f"{what or type(net).__name__}: {len(data)} training targets "
+        require_classes(data.targets.tolist(), f"{what}: {len(data)} training targets "
                                                "(class indices after the head's label map)")
     quiet_lightning()
     module = DetectorTraining(net, loss, settings, augment)
@@ -171,7 +196,9 @@ def fit_network(net: nn.Module, data: FaceDataset, *, loss: Loss, settings: FitS
                         generator=torch.Generator().manual_seed(settings.seed))
     trainer = pl.Trainer(**lightning_device(device), max_epochs=settings.epochs, precision=settings.precision,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, deterministic=None)
+                         enable_model_summary=False, num_sanity_val_steps=0, deterministic=None,
+                         callbacks=[TrainingBar(f"{what} (seed {settings.seed}, {len(data)} faces)")]
+                         if progress.enabled() else None)
     start = time.perf_counter()
     net.train()  # Lightning keeps the modes it finds; a loaded detector's network is in eval mode
     if len(data):  # the weights in the batches' layout while training; saved and used in the usual one

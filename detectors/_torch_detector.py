@@ -233,7 +233,7 @@ class TorchDetector(Detector):
         if len(data) == 0:
             raise ValueError(f"{self.name}.fit: no usable training face has a label of head {self.head}")
         metrics = fit_network(self.model, data, loss=nn.functional.cross_entropy, settings=settings,
-                              device=self.device, augment=augment)
+                              device=self.device, augment=augment, what=self.name)
         self.after_fit(data)
         batch = self.config["batch_size"]
         metrics["train_acc"] = accuracy(self.model, data, self.device, batch)

@@ -162,7 +162,7 @@ class AURegressor(TorchDetector, AUEmotionDetector):
         annotated = ~np.isnan(targets).all(axis=1)
         data = FaceDataset([f for f, a in zip(faces, annotated) if a], targets[annotated], self.preprocess)
         metrics = fit_network(self.model, data, loss=masked_mse, settings=settings, device=self.device,
-                              augment=_augment)
+                              augment=_augment, what=f"{self.name} regressor")
         return {"n_au_annotated": float(annotated.sum()), "train_mse_last_epoch": metrics["train_loss"],
                 "seconds": metrics["seconds"]}
 

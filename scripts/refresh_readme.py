@@ -80,7 +80,8 @@ def block() -> str:
     for row in significant.itertuples():
         lines.append(f"- {row.mode.upper()} {row.fold}: {row.method} {row.diff:+.3f} "
                      f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}], p_holm {row.p_holm:.4f}")
-    lines += ["", "![accuracy by held-out region](docs/loro/figures/accuracy_by_fold.png)", ""]
+    lines += ["", *weights_lines(), "", *timing_lines(),
+              "", "![accuracy by held-out region](docs/loro/figures/accuracy_by_fold.png)", ""]
     for figure, title in (("cue_weights.png", "cue weights by held-out region"),
                           ("cue_weights_by_class.png", "cue weights by class")):
         if (DOCS / "figures" / figure).exists():
@@ -88,6 +89,36 @@ def block() -> str:
     lines += ["The full report (per-region CIs, every paired test, groups, confusion matrices, how each interval "
               "and p-value was made): `docs/loro/report.md`.", "", END]
     return "\n".join(lines)
+
+
+def weights_lines() -> list[str]:
+    """Each method's mean attention weight per cue over the held-out regions (docs/loro/cue_weights.csv)."""
+    if not (DOCS / "cue_weights.csv").exists():
+        return []
+    weights = pd.read_csv(DOCS / "cue_weights.csv")
+    mean = weights[(weights["by"] == "fold") & (weights["row"] == "held-out mean")]
+    lines = []
+    for (mode, method), part in mean.groupby(["mode", "method"], sort=False):
+        cues = ", ".join(f"{row.cue} {row.weight:.2f}" for row in part.sort_values("weight", ascending=False)
+                         .itertuples())
+        lines.append(f"- {mode.upper()} {method}: mean attention weight per cue on the held-out regions: {cues}")
+    return ["Where the attention goes (`docs/loro/cue_weights.csv`):", "", *lines]
+
+
+def timing_lines() -> list[str]:
+    """How long the main job took, on which CPU, and which stages dominate (docs/loro/timing.txt, environment.txt)."""
+    if not (DOCS / "timing.txt").exists():
+        return []
+    first, *stages = (DOCS / "timing.txt").read_text().splitlines()
+    seconds = {name.strip(): float(value) for name, value in (line.rsplit(": ", 1) for line in stages)}
+    total = float(first.rsplit(": ", 1)[1])
+    environment = (DOCS / "environment.txt").read_text().splitlines() if (DOCS / "environment.txt").exists() else []
+    cpu = next((line.removeprefix("cpu ") for line in environment if line.startswith("cpu ")), "a CPU not recorded")
+    ranked = sorted(seconds.items(), key=lambda item: -item[1])
+    parts = "; ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
+    top = ", ".join(f"{name} ({value / total:.0%})" for name, value in ranked[:2])
+    return [f"How long: {total:.0f} s ({total / 60:.1f} min) for `mcam bench loro` on {cpu}, 2 threads, "
+            f"after the venv exists. Stages: {parts}. Most of it: {top}."]
 
 
 def shift_block() -> str:

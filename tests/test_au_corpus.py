@@ -173,3 +173,30 @@ def test_a_rendered_folder_is_reused_only_for_the_config_and_seed_that_made_it(c
     assert len(ensure_data(spec, tmp_path, progress=False, labelled=False)) == 48
     with pytest.raises(InputError, match=r"subjects 8 \(wanted 9\)"):
         ensure_data({**spec, "synth_config": str(bigger)}, tmp_path, progress=False, labelled=False)
+
+
+def test_detector_seeds_of_a_suite_share_one_au_regressor(tiny_synth: Path, corpus: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The AU regressor is the suite's one off-the-shelf AU model (seed `au_corpus.seed`): every detector seed builds
+    on the same store entry, while what the detector seeds train (vgg, the au SVM) differs between them."""
+    from mcam.suites.runner import SuiteRunner
+    from mcam.suites.spec import SuiteSpec
+
+    spec = SuiteSpec(data={"dir": str(tiny_synth)}, au_corpus={"dir": str(corpus), "seed": 3},
+                     detectors=["vgg", "au"], pretrain=["vgg", "au"], pretrain_epochs=1, detector_seeds=[0, 1],
+                     store=str(tmp_path / "store"))
+    runner = SuiteRunner(spec, tmp_path / "out", progress=False)
+    monkeypatch.setattr(SuiteRunner, "_extract", lambda self, manifest, detectors: {})  # detectors are the point
+    manifest = load_manifest(tiny_synth)
+    specs = [runner._lam(manifest, runner._reserved(manifest), seed)[0] for seed in (0, 1)]
+    records = [e.made_from for e in ArtifactStore(tmp_path / "store").entries() if e.kind == "detectors"]
+    corpus_entries = [r for r in records if r["purpose"] == "au_corpus"]
+    assert len(corpus_entries) == 1 and corpus_entries[0]["seed"] == 3  # one regressor, trained with the corpus seed
+    detectors = [build_detectors(path, device="cpu") for path in specs]
+    for detector in (d for pair in detectors for d in pair.values()):
+        detector.load()
+    regressors = [d["au"].model.state_dict() for d in detectors]
+    assert all(torch.equal(regressors[0][k], regressors[1][k]) for k in regressors[0])
+    assert detectors[0]["au"].svm.digest() != detectors[1]["au"].svm.digest()  # the SVM heads: per detector seed
+    vgg = [d["vgg"].model.state_dict() for d in detectors]
+    assert not all(torch.equal(vgg[0][k], vgg[1][k]) for k in vgg[0] if vgg[0][k].is_floating_point())

@@ -5,6 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from mcam import progress
 from mcam.cli.options import device, fraction, non_negative_int, positive_int
 from mcam.cues.pretrain import DEFAULT_PRECISION, PRECISIONS, au_coded_rows, frozen_regressors, pretrain_detectors
 from mcam.errors import InputError
@@ -54,6 +55,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with progress.shown("pretrain"):  # a bar per detector's training
+        return _pretrain(args)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
     train = _names(args.detectors)
     manifest = load_manifest(args.data)
     ensure_writable(args.out, "output folder (--out)")

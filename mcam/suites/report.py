@@ -360,6 +360,9 @@ def method_section(roles: Mapping[tuple[str, str], str], n_boot: int, seed: int,
         f"p is below {MAX_ATTAINABLE_P}.",
         f"- Multiple comparisons: Holm's step-down correction over all {len(tests)} rows of the paired-tests table; "
         f"significant = p_holm < {ALPHA}.",
+        "- Machines: the numbers are bit for bit the same on one CPU type (`environment.txt` names it and the "
+        "vector kernels torch used on it); on another CPU type the kernels round differently and training "
+        "amplifies it, so the numbers move as under a re-seeding, within the replicate intervals.",
         ("- Source fold(s) " + ", ".join(sources) + ": the region the LAM detectors were pre-trained on, "
          f"{SOURCE_NOTE}; reported in a separate column, excluded from the {MEAN} and from the group table.")
         if sources else f"- Every fold is held out for the detectors; the {MEAN} covers all folds.",
@@ -378,12 +381,13 @@ def plot_accuracy_bars(summary: pd.DataFrame, path: Path) -> Path:
                  + [f for f in ordered if roles[f] == SOURCE])
         labels = [f"{f}\n(source, in-domain)" if roles[f] == SOURCE else f for f in folds]
         methods = sorted(part["method"].unique())
+        colours = method_colours(methods)
         width = 0.8 / len(methods)
         for i, method in enumerate(methods):
             rows = part[part["method"] == method].set_index("fold").reindex(folds)
             errors = np.vstack([rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]])
             ax.bar(np.arange(len(folds)) + i * width - 0.4 + width / 2, rows["accuracy"], width, yerr=errors,
-                   capsize=2, label=method)
+                   capsize=2, label=method, color=colours[method])
         if MEAN in folds:
             ax.axvline(folds.index(MEAN) - 0.5, color="grey", lw=0.8, ls=":")
             ax.axvline(folds.index(MEAN) + 0.5, color="grey", lw=0.8, ls=":")
@@ -391,8 +395,16 @@ def plot_accuracy_bars(summary: pd.DataFrame, path: Path) -> Path:
         ax.set_ylim(0, 1)
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{mode.upper()}: accuracy per fold (95% bootstrap CI over subjects, detector and fusion seeds)")
-    axes[0, 0].legend(ncol=5, fontsize=7, loc="upper right")
+    # beside the axes, never over a bar (inside, it covered the source fold)
+    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0)
     return _save(fig, path)
+
+
+def method_colours(methods: list[str]) -> dict[str, tuple[float, ...]]:
+    """A colour of its own for each method, up to 20 (tab20's saturated half first, then its light half)."""
+    palette = plt.get_cmap("tab20")
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return {method: palette(order[i % 20]) for i, method in enumerate(methods)}
 
 
 def weight_methods(results: pd.DataFrame, reference: str) -> list[str]:
@@ -541,19 +553,50 @@ SELECTIONS = {
 }
 
 
+def suite_spec(out: Path) -> dict:
+    """The suite's spec as the run recorded it (suite.yaml; empty when absent)."""
+    return (yaml.safe_load((out / "suite.yaml").read_text()) if (out / "suite.yaml").exists() else None) or {}
+
+
+def au_model_seed(spec: Mapping) -> int | None:
+    """The seed of the suite's one off-the-shelf AU regressor (trained on the AU corpus, shared by every detector
+    seed); None when the suite pre-trains no AU regressor on a corpus."""
+    corpus = spec.get("au_corpus")
+    if not corpus or "au" not in spec.get("pretrain", []) or not spec.get("source_region"):
+        return None
+    return int(corpus.get("seed", 0))
+
+
+def variance_text(spec: Mapping) -> list[str]:
+    """Markdown lines saying which training variance the intervals include (what the detector seeds vary)."""
+    trained = list(spec.get("pretrain", []))
+    if not trained:
+        return []
+    seed = au_model_seed(spec)
+    if seed is None:
+        return [f"- What the intervals include: detector seeds vary the source training of {', '.join(trained)}."]
+    varied = [n for n in trained if n != "au"] + ["the au detector's AU -> emotion SVM head"]
+    return [f"- What the intervals include: the training variance of {', '.join(varied)} (each detector seed "
+            f"trains them anew on the source region). The AU regressor is one fixed off-the-shelf model (MCAM's "
+            f"stand-in for OpenFace's AU model, used as is like the paper's LAM), trained once on the AU corpus "
+            f"with seed {seed} and shared by every detector seed: its training variance is not in the intervals."]
+
+
 def selection_text(out: Path, results: pd.DataFrame) -> str:
     """Which model selection the runs used (suite.yaml) and how the best single cue was chosen."""
-    spec = yaml.safe_load((out / "suite.yaml").read_text()) if (out / "suite.yaml").exists() else {}
-    selection = (spec or {}).get("selection", "in_domain")
+    spec = suite_spec(out)
+    selection = spec.get("selection", "in_domain")
     text = f"Model selection: {selection}, {SELECTIONS.get(selection, selection)}; the test region is never read."
     if (results["method"] == BEST_SINGLE).any():
         text += (f" '{BEST_SINGLE}': per fold and detector seed, the single-cue model with the best mean validation "
                  "accuracy over its fusion seeds.")
-    corpus = (spec or {}).get("au_corpus")
-    if corpus and "au" in (spec or {}).get("pretrain", []) and (spec or {}).get("source_region"):
-        text += (f" The au detector's regressor was pre-trained on the AU corpus {corpus.get('dir')} (ground-truth "
-                 f"AUs, no emotion labels; {corpus.get('synth_config')}, seed {corpus.get('synth_seed', 0)}) joined "
-                 f"by the source region's AU-coded training faces, its AU -> emotion SVM on the source region.")
+    seed = au_model_seed(spec)
+    if seed is not None:
+        corpus = spec["au_corpus"]
+        text += (f" The au detector's regressor was pre-trained once, with seed {seed}, on the AU corpus "
+                 f"{corpus.get('dir')} (ground-truth AUs, no emotion labels; {corpus.get('synth_config')}, render "
+                 f"seed {corpus.get('synth_seed', 0)}) joined by the source region's AU-coded training faces, and is "
+                 "shared by every detector seed; its AU -> emotion SVM trains on the source region per detector seed.")
     return text
 
 
@@ -614,7 +657,7 @@ def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.
         lines += [f"## Confusion matrices ({reference})", "",
                   f"![confusions]({confusions.relative_to(out).as_posix()})", ""]
     lines += ["## How these numbers were made", "", *replicates_section(cells),
-              *method_section(roles, n_boot, seed, tests), ""]
+              *method_section(roles, n_boot, seed, tests), *variance_text(suite_spec(out)), ""]
     lines += ["Files: `results.csv` (one row per run), `summary.csv` (every table cell and its interval), "
               "`paired_tests.csv`, `cue_weights.csv` (the cue-weight tables), `runs/<run>/` (config `run.yaml`, "
               "`predictions.csv`, TensorBoard events, "

@@ -34,8 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from tqdm import tqdm
-
+from mcam import progress
 from mcam.assets import asset_path, resolve_path
 from mcam.cues.extract import build_detectors, extract_cues
 from mcam.cues.pretrain import adapt_detectors, au_corpus_base, stored_detectors
@@ -349,9 +348,10 @@ class JobRunner:
     """Runs fusion stacks inline (1 worker) or in spawned worker processes; a stack's rows land in results.csv as soon
     as it finishes (also while the main process is busy training detectors)."""
 
-    def __init__(self, workers: int, total: int, results: ResultsTable, name: str, progress: bool) -> None:
+    def __init__(self, workers: int, total: int, results: ResultsTable, name: str) -> None:
         self.workers, self.results = workers, results
-        self.bar = tqdm(total=total, desc=f"{name} runs", unit="run", disable=not progress)
+        self.total, self.name = total, name
+        self.bar = None  # opened with the first stack, so it does not sit at 0 while detectors train
         self.pool: ProcessPoolExecutor | None = None
         self.pending: list[Future] = []
         self.lock = threading.Lock()
@@ -364,6 +364,8 @@ class JobRunner:
         return self
 
     def submit(self, jobs: list[FusionJob]) -> None:
+        if self.bar is None and jobs:
+            self.bar = progress.bar(self.total, f"{self.name} fusion runs", "run")
         if self.pool is None:
             for job in jobs:
                 self._record(execute_job(job))
@@ -395,7 +397,8 @@ class JobRunner:
         finally:
             if self.pool is not None:
                 self.pool.shutdown(wait=error is None, cancel_futures=error is not None)
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()
 
 
 def environment_text() -> str:
@@ -427,8 +430,10 @@ class StageClock:
         self._open: tuple[str, float] | None = None
 
     def start(self, name: str) -> None:
+        """Time stage `name` from now (closing the open one); announced on the job's progress display."""
         self.stop()
         self._open = (name, time.monotonic())
+        progress.announce(name)
 
     def stop(self) -> None:
         if self._open is not None:
@@ -458,6 +463,7 @@ class SuiteRunner:
         self.cue_root = self.store.root / "cues"
         self.results = ResultsTable(self.out / RESULTS)
         self.device = accelerator_device(spec.accelerator)  # detectors run where the fusion runs do
+        self._au_base: dict[str, dict[str, Any]] | None = None
 
     def _workers(self) -> int:
         """Fusion worker processes: the spec's on CPU; one (this process) on a GPU, so that the GPU holds one CUDA
@@ -470,7 +476,8 @@ class SuiteRunner:
 
     def run(self) -> Path:
         """Execute every run not yet in results.csv, then write the report; returns the report path."""
-        with suite_lock(self.out, self.command or f"suite {self.spec.name}"):
+        with suite_lock(self.out, self.command or f"suite {self.spec.name}"), \
+                progress.shown(self.spec.name, self.progress):
             return self._run()
 
     def _run(self) -> Path:
@@ -494,10 +501,13 @@ class SuiteRunner:
         runs = expand_runs(self.spec, [f.name for f in folds], cue_names)
         done = self.results.done()
         todo = [r for r in runs if r.run_id not in done]
-        log.info("%d runs, %d already done, %d to go", len(runs), len(runs) - len(todo), len(todo))
+        progress.announce(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to go")
         with clock("data"):
             self._au_corpus  # rendered here on first use, so the detector stages time training alone
-        with JobRunner(self._workers(), len(todo), self.results, self.spec.name, self.progress) as jobs:
+        if self._corpus_detectors and self.spec.source_region and todo:
+            with clock(f"AU model (off the shelf, seed {self.spec.au_corpus['seed']}, shared by every detector seed)"):
+                self._au_model(manifest)
+        with JobRunner(self._workers(), len(todo), self.results, self.spec.name) as jobs:
             # Every detector seed's LAM detectors and cues first, then their fusions: pre-training and extraction
             # (`threads` threads) beside busy fusion workers ran 2.5 times slower (VGG pre-training 198 s instead
             # of 79 s on 2 cores), and they are the main job's longest chain.
@@ -576,14 +586,26 @@ class SuiteRunner:
             spec_names = {n: c for n, c in yaml.safe_load(spec_path.read_text())["detectors"].items() if n in names}
             detectors = build_detectors({n: spec_names.get(n, {}) for n in names}, device=self.device)
             return spec_path, self._extract(manifest, detectors)
-        settings = {"epochs": self.spec.pretrain_epochs, "seed": seed, "threads": self.spec.threads,
-                    "device": self.device}
-        source = self._source(manifest)
-        base = au_corpus_base(self.store, self._au_corpus, self._corpus_detectors, source=source,
-                              source_val_fraction=0.2, **settings)
-        spec_path = stored_detectors(self.store, source, names, self.spec.pretrain, base_spec=base, val_fraction=0.2,
-                                     purpose="pretrain", **settings)
+        spec_path = stored_detectors(self.store, self._source(manifest), names, self.spec.pretrain,
+                                     base_spec=self._au_model(manifest), val_fraction=0.2, purpose="pretrain",
+                                     **self._pretrain_settings(seed))
         return spec_path, self._extract(manifest, build_detectors(spec_path, device=self.device))
+
+    def _pretrain_settings(self, seed: int) -> dict[str, Any]:
+        return {"epochs": self.spec.pretrain_epochs, "seed": seed, "threads": self.spec.threads, "device": self.device}
+
+    def _au_model(self, manifest: Manifest) -> dict[str, dict[str, Any]]:
+        """The AU regressors pre-trained on the AU corpus (joined by the source region's AU-coded training faces):
+        one off-the-shelf model per suite, trained with the corpus's own `seed` and shared by every detector seed
+        (a store entry: also by every suite on the same store), as base spec entries whose SVM the detector seeds
+        train. Empty without an AU corpus."""
+        if not self._corpus_detectors:
+            return {}
+        if self._au_base is None:  # once per suite: its key hashes the whole corpus
+            self._au_base = au_corpus_base(self.store, self._au_corpus, self._corpus_detectors,
+                                           source=self._source(manifest), source_val_fraction=0.2,
+                                           **self._pretrain_settings(self.spec.au_corpus["seed"]))
+        return self._au_base
 
     @functools.cached_property
     def _corpus_detectors(self) -> list[str]:

@@ -35,6 +35,13 @@ class DataSpec(TypedDict, total=False):
     synth_seed: int
 
 
+class CorpusSpec(DataSpec, total=False):
+    """The AU corpus of a suite, and the seed of the one AU regressor trained on it (MCAM's off-the-shelf AU model,
+    as OpenFace is the paper's: trained once and shared by every detector seed)."""
+
+    seed: int
+
+
 class ProtocolArgs(TypedDict, total=False):
     """Extra arguments of the protocols' fold makers (mcam.suites.protocols); each protocol takes some of them."""
 
@@ -59,9 +66,11 @@ class SuiteSpec:
     source_region: str | None = "western_posed"  # LAM detectors are pre-trained on its train/val subjects
     # an AU corpus (faces with ground-truth AUs, no emotion labels; rendered from `synth_config` when missing): the
     # AU detectors among `pretrain` train their regressor on it (joined by the source region's AU-coded training
-    # faces), then only their AU -> emotion SVM on the source region (null: everything trains on the source region)
-    au_corpus: DataSpec | None = field(default_factory=lambda: {
-        "dir": "data/au_corpus", "synth_config": "configs/synth/au_corpus.yaml", "synth_seed": 1})
+    # faces), then only their AU -> emotion SVM on the source region (null: everything trains on the source region).
+    # The regressor is one off-the-shelf model trained once with `seed` and shared by every detector seed (whose
+    # replicates vary the SVM on top of it and every other trained detector)
+    au_corpus: CorpusSpec | None = field(default_factory=lambda: {
+        "dir": "data/au_corpus", "synth_config": "configs/synth/au_corpus.yaml", "synth_seed": 1, "seed": 0})
     detectors: list[str] = field(default_factory=lambda: ["vgg", "au", "micro", "micro_plus", "macro"])
     # trained from a seeded random init on the source region; the others keep their shipped weights
     pretrain: list[str] = field(default_factory=lambda: ["vgg", "au", "micro", "micro_plus"])
@@ -110,6 +119,10 @@ class SuiteSpec:
             raise SpecError(f"data: give either dir or dirs, got {dict(self.data)}")
         if self.au_corpus is not None and ("dir" not in self.au_corpus or "dirs" in self.au_corpus):
             raise SpecError(f"au_corpus: give one folder (dir), got {dict(self.au_corpus or {})}")
+        if self.au_corpus is not None:  # the regressor's seed named in every spec, so equal specs compare equal
+            self.au_corpus = {**self.au_corpus, "seed": self.au_corpus.get("seed", 0)}
+            if self.au_corpus["seed"] < 0:
+                raise SpecError(f"au_corpus.seed: must be >= 0, got {self.au_corpus['seed']}")
         self._check_protocol_args()
         if not 0 <= self.val_fraction < 1:
             raise SpecError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
