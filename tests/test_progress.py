@@ -38,3 +38,15 @@ def test_nothing_is_shown_outside_a_shown_job(capsys: pytest.CaptureFixture[str]
     _fit()
     captured = capsys.readouterr()
     assert "AU model" not in captured.err + captured.out and "training toy" not in captured.err + captured.out
+
+
+def test_a_status_bar_redraws_between_steps(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(progress, "STATUS_EVERY", 0.05)
+    with progress.shown("loro"):
+        bar = progress.bar(10, "fusion runs", "run", status=lambda: "2 stack(s) training, 3 waiting")
+        time.sleep(0.3)  # no step: the bar still says what is going on
+        bar.close()
+    assert "2 stack(s) training, 3 waiting" in capsys.readouterr().err

@@ -352,6 +352,7 @@ class JobRunner:
         self.workers, self.results = workers, results
         self.total, self.name = total, name
         self.bar = None  # opened with the first stack, so it does not sit at 0 while detectors train
+        self.stacks = [0, 0]  # submitted, finished
         self.pool: ProcessPoolExecutor | None = None
         self.pending: list[Future] = []
         self.lock = threading.Lock()
@@ -365,7 +366,8 @@ class JobRunner:
 
     def submit(self, jobs: list[FusionJob]) -> None:
         if self.bar is None and jobs:
-            self.bar = progress.bar(self.total, f"{self.name} fusion runs", "run")
+            self.bar = progress.bar(self.total, f"{self.name} fusion runs", "run", status=self._status)
+        self.stacks[0] += len(jobs)
         if self.pool is None:
             for job in jobs:
                 self._record(execute_job(job))
@@ -385,7 +387,14 @@ class JobRunner:
     def _record(self, rows: list[dict[str, Any]]) -> None:
         with self.lock:  # rows arrive from the pool's thread and the main thread
             self.results.append(rows)
+            self.stacks[1] += 1
             self.bar.update(len(rows))
+
+    def _status(self) -> str:
+        """What the fusion stage is doing, for its progress bar."""
+        left = self.stacks[0] - self.stacks[1]
+        running = min(left, max(self.workers, 1))
+        return f"{running} stack(s) training, {left - running} waiting"
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
         try:
