@@ -81,7 +81,7 @@ class Analysis(Predictions):
         return self[self["reason"].fillna("") == ""]
 
     def plot_timeline(self, path: str | os.PathLike | None = None, input: str | None = None) -> Any:
-        """Emotion probabilities and cue weights over time, one pair of panels per (input, face id); saved to
+        """Emotion probabilities and cue weights over time, one pair of panels per (video, face id); saved to
         `path` when given. Returns the matplotlib figure."""
         return plot_timeline(self, path, input)
 
@@ -178,17 +178,16 @@ def plot_timeline(analysis: Analysis, path: str | os.PathLike | None = None, inp
     import matplotlib.pyplot as plt
 
     faces = analysis.faces
+    faces = faces[faces["time"].notna()]  # video frames: a photo has no time to plot over
     if input is not None:
         faces = faces[faces["input"] == input]
     tracks = list(faces.groupby(["input", "face_id"], sort=True).groups) if len(faces) else []
     if not tracks:
-        raise ValueError("no face with a prediction to plot" + (f" in {input}" if input else ""))
+        raise ValueError("no video face with a prediction to plot" + (f" in {input}" if input else ""))
     fig, axes = plt.subplots(2 * len(tracks), 1, figsize=(10, 3.2 * len(tracks) + 0.5), sharex=False, squeeze=False)
     for t, (source, face_id) in enumerate(tracks):
         rows = faces[(faces["input"] == source) & (faces["face_id"] == face_id)]
         x = rows["time"].to_numpy(dtype=float)
-        if np.isnan(x).all():  # photos: no time, one point per row
-            x = np.arange(len(rows), dtype=float)
         probs, weights = rows[[prob_column(c) for c in analysis.classes]], rows[[weight_column(c) for c in analysis.cues]]
         top, bottom = axes[2 * t, 0], axes[2 * t + 1, 0]
         for c, column in zip(analysis.classes, probs.columns):
@@ -200,7 +199,7 @@ def plot_timeline(analysis: Analysis, path: str | os.PathLike | None = None, inp
         bottom.stackplot(x, weights.to_numpy(dtype=float).T, labels=analysis.cues, alpha=0.85)
         bottom.set_ylim(0, 1)
         bottom.set_ylabel("cue weight")
-        bottom.set_xlabel("time (s)" if not np.isnan(rows["time"].to_numpy(dtype=float)).all() else "row")
+        bottom.set_xlabel("time (s)")
         bottom.legend(loc="upper left", fontsize=7, ncol=len(analysis.cues))
     fig.tight_layout()
     if path is not None:

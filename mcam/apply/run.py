@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from typing import Sequence
 
 import pandas as pd
@@ -33,9 +34,11 @@ def synthetic_note(model: FusionModel) -> str | None:
     cues = model.spec.synthetic_only
     if not cues:
         return None
+    real = [c for c in model.cues if c not in cues]
     return (f"cues {cues} come from detectors trained on synthetic renders only: on real faces their attention "
-            f"weights and summaries say little (README, 'Applying a model to real faces'); "
-            f"{[c for c in model.cues if c not in cues] or 'none'} are real-face cues here")
+            f"weights and summaries say how a synthetic-trained model reads the face, not what it shows (README, "
+            f"'Applying a model to real faces'); " + (f"real-face cues: {real}" if real else "no cue of this model "
+                                                       "was trained on real faces"))
 
 
 def analyze(*inputs: str | os.PathLike, model: str | os.PathLike | FusionModel, out: str | os.PathLike | None = None,
@@ -81,26 +84,34 @@ def analyze(*inputs: str | os.PathLike, model: str | os.PathLike | FusionModel, 
     annotator = Annotator(out_dir / ANNOTATED, loaded.class_names, loaded.cues) if annotate else None
     kept: list[pd.DataFrame] = []
     rejects = 0
+    started = time.perf_counter()  # the model is loaded: from here on every second is the media's
     try:
         for batch in analyzer.run(stream):
+            start = time.perf_counter()
             if writer is not None:
                 writer.write(batch.rows, batch.rejects)
+            analyzer.timings["write"] += time.perf_counter() - start
             if annotator is not None:
+                start = time.perf_counter()
                 for frame, rows in zip(batch.frames, _per_frame(batch.rows, batch.frames)):
                     annotator.add(frame, rows)
                 for source in batch.ended:
                     annotator.end(source)
+                analyzer.timings["annotate"] += time.perf_counter() - start
             if keep:
                 kept.append(batch.rows)
             rejects += len(batch.rejects)
             for reject in batch.rejects:
                 log.warning("%s: %s (%s)", reject.source.name, reject.reason, reject.detail)
+    except KeyboardInterrupt as err:
+        stream.stop()
+        if camera is None:  # files and folders: an interrupted run writes nothing
+            _discard(err, writer, annotator)
+            raise
+        log.warning("camera %d stopped (Ctrl-C): the frames analysed so far are kept", camera)  # its usual end
     except BaseException as err:
         stream.stop()
-        if writer is not None:
-            writer.discard(err)
-        if annotator is not None:
-            annotator.close(err)
+        _discard(err, writer, annotator)
         raise
     if annotator is not None:
         annotator.close()
@@ -108,15 +119,24 @@ def analyze(*inputs: str | os.PathLike, model: str | os.PathLike | FusionModel, 
                                   loaded.class_names, loaded.cues, analyzer.summaries) if keep else None
     if writer is not None:
         writer.close()
-        write_atomic(out_dir / SUMMARY_FILE, yaml.safe_dump(_summary(loaded, analyzer, sources, every, settings,
-                                                                     writer.rows, rejects), sort_keys=False))
+        summary = _summary(loaded, analyzer, sources, every, settings, writer.rows, rejects)
+        summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+        write_atomic(out_dir / SUMMARY_FILE, yaml.safe_dump(summary, sort_keys=False))
         if timeline:
             table = result if result is not None else Analysis.read(out_dir / f"analysis.{formats[0]}")
-            if len(table.faces):
+            if table.faces["time"].notna().any():
                 table.plot_timeline(out_dir / TIMELINE_FILE)
             else:
-                log.warning("no face with a prediction: no timeline")
+                log.warning("no video face with a prediction: no timeline")
     return result
+
+
+def _discard(error: BaseException, writer: TableWriter | None, annotator: Annotator | None) -> None:
+    """Remove what a failed run had begun to write."""
+    if writer is not None:
+        writer.discard(error)
+    if annotator is not None:
+        annotator.close(error)
 
 
 def _per_frame(rows: pd.DataFrame, frames: list[Frame]) -> list[pd.DataFrame]:

@@ -69,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
         analyze(*args.inputs, model=args.model, out=args.out, camera=args.camera, every=args.every,
                 batch_frames=args.batch_frames, max_frames=args.max_frames, device=args.device, faces=args.faces,
                 annotate=args.annotate, timeline=args.timeline, formats=args.formats, keep=False)
-    except KeyboardInterrupt:  # a camera is stopped this way: what was analysed is discarded, said in one line
+    except KeyboardInterrupt:  # files and folders only (a camera's Ctrl-C ends it and keeps its rows)
         print("mcam analyze: interrupted; nothing written", file=sys.stderr)
         return 130
-    print(f"mcam analyze: wrote {args.out}/analysis.{'/.'.join(args.formats)} ({SUMMARY_FILE}: counts, column "
-          "groups, stage seconds)")
+    tables = " and ".join(f"{args.out}/analysis.{fmt}" for fmt in args.formats)
+    print(f"mcam analyze: wrote {tables} ({SUMMARY_FILE} beside them: counts, column groups, stage seconds)")
     return 0
