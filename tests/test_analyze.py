@@ -124,6 +124,13 @@ def test_round_trip_matches_mcam_predict(trained: dict[str, Path], tiny_synth: P
     assert np.abs(weights - predicted[analysis.weight_columns].to_numpy()).max() < 1e-5
 
 
+def test_a_run_folder_is_a_model_too(trained: dict[str, Path], tiny_synth: Path) -> None:
+    photos = sorted((tiny_synth / "images").rglob("*.png"))[:3]
+    from_run = mcam.analyze(*photos, model=trained["run"], faces="crops")
+    from_bundle = mcam.analyze(*photos, model=trained["bundle"], faces="crops")
+    assert np.array_equal(from_run.probabilities.to_numpy(), from_bundle.probabilities.to_numpy())
+
+
 def test_multi_face_photo_has_five_faces(trained: dict[str, Path], tmp_path: Path) -> None:
     assert main(["analyze", str(FEAT_DATA / "multi_face.jpg"), "--model", str(trained["bundle"]),
                  "--out", str(tmp_path), "--annotate"]) == 0
@@ -181,6 +188,8 @@ def test_user_mistakes_are_one_line_and_write_nothing(trained: dict[str, Path], 
     _fails(capsys, ["--camera", "97", "--model", str(trained["bundle"]), "--out", str(out)], "camera 97")
     _fails(capsys, [str(tmp_path / "missing.jpg"), "--model", str(trained["bundle"]), "--out", str(out)], "missing.jpg")
     assert not out.exists()
+    assert main(["export", str(trained["run"]), "--out", str(trained["bundle"])]) == 2  # never over another bundle
+    assert "not empty" in capsys.readouterr().err
 
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: float = 30.0, codec: str = "MJPG") -> Path:
@@ -231,4 +240,5 @@ def test_memory_is_bounded_on_a_looped_video(trained: dict[str, Path], tmp_path:
         assert peaks[name]["rc"] == 0
     rows = sum(1 for _ in open(tmp_path / "long" / "analysis.csv")) - 1
     assert rows == 720
+    print(f"peak RSS: 72 frames {peaks['short']['peak_kb'] / 1024:.0f} MiB, 720 frames {peaks['long']['peak_kb'] / 1024:.0f} MiB")
     assert peaks["long"]["peak_kb"] <= 1.10 * peaks["short"]["peak_kb"], peaks

@@ -94,11 +94,12 @@ class Analyzer:
                 self.timings["decode"] += item.decode_seconds
                 frames.append(item)
                 faces.append(self._cut(item))
-                if len(frames) < self.batch_frames:
-                    continue
+                if len(frames) >= self.batch_frames:
+                    yield self._rows(frames, faces, rejects)
+                    frames, faces, rejects = [], [], []
             elif isinstance(item, Reject):
                 rejects.append(item)
-            elif isinstance(item, End):  # a source's tracks and windows end with it; its rows go out now
+            elif isinstance(item, End) and item.source.is_video:  # its tracks and windows end; its rows go out now
                 self._trackers.pop(item.source, None)
                 for key in [k for k in self._windows if k[0] == item.source]:
                     del self._windows[key]
@@ -106,10 +107,7 @@ class Analyzer:
                 batch.ended.append(item.source)
                 yield batch
                 frames, faces, rejects = [], [], []
-                continue
-            if frames or rejects:
-                yield self._rows(frames, faces, rejects)
-                frames, faces, rejects = [], [], []
+            # a photo's End changes nothing: the faces of consecutive photos share batches
         if frames or rejects:
             yield self._rows(frames, faces, rejects)
 
