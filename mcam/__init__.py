@@ -8,3 +8,12 @@ _os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 # operands lie; strict conditional numerical reproducibility makes a member of a fusion stack (mcam.fusion.ensemble)
 # compute exactly what its single run does. MKL reads this on its first call.
 _os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+
+def analyze(*inputs, model, **options):  # noqa: ANN001, ANN002, ANN003, ANN201 - see mcam.apply.run.analyze
+    """Apply a trained MCAM (bundle or run folder) to photos, folders, videos or a camera: one row per face per
+    frame, as an `Analysis` (a Predictions with column groups, `plot_timeline()`, `annotate()`); see
+    `mcam.apply.run.analyze` for the options. Imported on first use (`import mcam` stays light)."""
+    from mcam.apply.run import analyze as _analyze
+
+    return _analyze(*inputs, model=model, **options)

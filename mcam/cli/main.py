@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("prepare", "turn a raw real dataset into a manifest of face crops"),
     "bench": ("bench", "run a benchmark suite (default: leave-one-region-out)"),
     "cache": ("cache", "list the artifact store (detectors, cues, folds) and prune unused entries"),
+    "export": ("export", "write a trained fusion run as a self-contained model bundle"),
+    "analyze": ("analyze", "apply a model bundle to photos, folders, videos or a camera: a per-face table"),
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEBUG_ENV = "MCAM_DEBUG"

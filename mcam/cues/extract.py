@@ -186,7 +186,7 @@ def extract_cues(manifest: Manifest, detectors: Mapping[str, Detector], cache_di
     missing: dict[InputKind, dict[str, tuple[Detector, str]]] = {}
     for name, detector in detectors.items():
         start = time.perf_counter()
-        fingerprint = _entry_fingerprint(detector, clip_column)
+        fingerprint = entry_fingerprint(detector, clip_column)
         table = store.get(manifest, detector, fingerprint)
         if table is None:
             missing.setdefault(detector.input_kind, {})[name] = (detector, fingerprint)
@@ -206,7 +206,7 @@ def _largest_batch(detectors: Iterable[Detector]) -> int:
     return max(int(detector.config.get("batch_size") or DEFAULT_LOAD_BATCH) for detector in detectors)
 
 
-def _entry_fingerprint(detector: Detector, clip_column: str) -> str:
+def entry_fingerprint(detector: Detector, clip_column: str) -> str:
     """The detector's fingerprint, for clip detectors with the clips read (part of the cue's identity)."""
     fingerprint = detector.fingerprint()
     if detector.input_kind == InputKind.CLIP:
