@@ -15,6 +15,6 @@ run $PY benchmarks/throughput.py --device cuda --rows 2000                   # t
 run $PY benchmarks/detector_speed.py > benchmarks/results/detector_speed-gpu.txt  # ms per face / clip, CPU and GPU
 run $PY benchmarks/fusion_speed.py --accelerator gpu --threads 1 \
     --models attention,concat,late_average                                    # fusion_speed-gpu.md (synthetic cues)
-# Not yet in the product, so not run here: benchmarks/analyze_speed.py --device cuda (issue 32) and the smoke
-# suite on Ray with --accelerator gpu (issue 31); add them here when they land.
+run $PY benchmarks/analyze_speed.py --device cuda --threads 2 --batch-frames 8,32,128   # analyze_speed-cuda.md
+# Not yet in the product, so not run here: the smoke suite on Ray with --accelerator gpu (issue 31).
 exit $status
