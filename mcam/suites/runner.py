@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+
 from mcam import progress
 from mcam.assets import asset_path, resolve_path
 from mcam.cues.extract import build_detectors, extract_cues
