@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from au_quality import pearson_by_au, unseen_corpus  # the same split and scoring as benchmarks/au_quality.py
 from mcam.cues.extract import training_set
 from mcam.cues.pretrain import au_coded_rows
 from mcam.detector import InputKind
@@ -45,16 +46,6 @@ def parse_setting(text: str) -> dict[str, float]:
     return {"epochs": int(epochs), "batch_size": int(batch), "lr": float(lr or 2e-3)}
 
 
-def mean_r(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Mean Pearson r over the AUs whose truth varies (a constant prediction of a varying AU scores 0)."""
-    scores = []
-    for j in range(truth.shape[1]):
-        if truth[:, j].std() > 1e-6:
-            varies = predicted[:, j].std() > 1e-6
-            scores.append(float(np.corrcoef(predicted[:, j], truth[:, j])[0, 1]) if varies else 0.0)
-    return float(np.mean(scores))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default=DEFAULT_GRID,
@@ -71,10 +62,8 @@ def main() -> int:
     table = manifest.table
     source = manifest.subset((table["region"] == args.source) & (table["split"] != "test"))
     rows = au_coded_rows(corpus, train_val_split(source, 0.2, args.seed)[0])  # as au_corpus_base joins them
-    train_m, val_m = train_val_split(rows, 0.2, args.seed)  # as stored_detectors splits them
-    unseen_m = val_m.subset(val_m.table["region"] == corpus.table["region"].iloc[0])  # corpus identities only
-    train = training_set(train_m, InputKind.IMAGE)
-    unseen = training_set(unseen_m, InputKind.IMAGE)
+    train = training_set(train_val_split(rows, 0.2, args.seed)[0], InputKind.IMAGE)  # as stored_detectors splits
+    unseen = unseen_corpus(corpus, source, args.seed)  # the corpus identities of the other part
     truth = au_targets(unseen)
     results = []
     for text in settings:
@@ -87,7 +76,7 @@ def main() -> int:
             predicted = detector.predict_aus(unseen.faces)
         results.append({"setting": text, **fit, "train faces": len(train.faces), "seconds": round(seconds, 1),
                         "CPU seconds": round(cpu, 1),
-                        "mean r (unseen identities)": mean_r(predicted, truth),
+                        "mean r (unseen identities)": float(np.mean(list(pearson_by_au(predicted, truth).values()))),
                         "MAE": float(np.abs(predicted - truth).mean())})
         print(results[-1], flush=True)
     frame = pd.DataFrame(results)
@@ -99,7 +88,7 @@ def main() -> int:
         f"# AU regressor: training time vs quality (seed {args.seed}, {args.threads} threads, "
         f"torch {torch.__version__})", "",
         f"Trained on {len(train.faces)} faces (the AU corpus's training identities joined by {args.source}'s "
-        f"AU-coded training faces), scored on {len(unseen.faces)} faces of {unseen_m.table['subject'].nunique()} AU "
+        f"AU-coded training faces), scored on {len(unseen.faces)} faces of {len(set(unseen.subjects))} AU "
         "corpus identities it never trained on (never a region). Settings measured one after another in one run; "
         "seconds include data loading inside the fit.", "",
         frame.to_markdown(index=False, floatfmt=".3f"), "",

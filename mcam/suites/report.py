@@ -582,9 +582,8 @@ def variance_text(spec: Mapping) -> list[str]:
             f"with seed {seed} and shared by every detector seed: its training variance is not in the intervals."]
 
 
-def selection_text(out: Path, results: pd.DataFrame) -> str:
-    """Which model selection the runs used (suite.yaml) and how the best single cue was chosen."""
-    spec = suite_spec(out)
+def selection_text(spec: Mapping, results: pd.DataFrame) -> str:
+    """Which model selection the runs used (the suite's spec) and how the best single cue was chosen."""
     selection = spec.get("selection", "in_domain")
     text = f"Model selection: {selection}, {SELECTIONS.get(selection, selection)}; the test region is never read."
     if (results["method"] == BEST_SINGLE).any():
@@ -605,6 +604,7 @@ def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.
     predictions; safe to rerun at any time, and byte-identical for the same inputs."""
     out = Path(out)
     results = load_results(out)
+    spec = suite_spec(out)
     reference = reference_method(results)
     roles = fold_roles(results)
     cells = load_cells(out, results)
@@ -628,7 +628,7 @@ def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.
              f"Accuracy cells: mean over replicates [95% bootstrap CI over test subjects, detector seeds and fusion "
              f"seeds]; the {MEAN} covers held-out folds only. See 'How these numbers were made' below.",
              "Every MCAM (attention) number stands beside its baselines; nothing is tuned per region.",
-             selection_text(out, results), "",
+             selection_text(spec, results), "",
              "Reproduce (the package versions it ran with: `environment.txt`):", "", "```bash", command, "```", ""]
     for mode in sorted(summary["mode"].unique()):
         table = accuracy_matrix(summary, mode).to_markdown(disable_numparse=True)
@@ -657,7 +657,7 @@ def write_report(out: str | Path, n_boot: int = stats.N_BOOT, seed: int = stats.
         lines += [f"## Confusion matrices ({reference})", "",
                   f"![confusions]({confusions.relative_to(out).as_posix()})", ""]
     lines += ["## How these numbers were made", "", *replicates_section(cells),
-              *method_section(roles, n_boot, seed, tests), *variance_text(suite_spec(out)), ""]
+              *method_section(roles, n_boot, seed, tests), *variance_text(spec), ""]
     lines += ["Files: `results.csv` (one row per run), `summary.csv` (every table cell and its interval), "
               "`paired_tests.csv`, `cue_weights.csv` (the cue-weight tables), `runs/<run>/` (config `run.yaml`, "
               "`predictions.csv`, TensorBoard events, "
